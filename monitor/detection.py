@@ -1,0 +1,211 @@
+"""Detection: one Ultralytics model per configured model, shared by its cameras through one inference worker.
+
+The worker batches the frames that are ready at that moment (up to ``max_batch``, waiting at most
+``batch_wait_ms`` for more), so N cameras on one GPU cost far less than N single-frame calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from monitor.config import ConfigError, ModelConfig, model_labels
+from monitor.frame import Boxes
+
+log = logging.getLogger(__name__)
+
+TRACKER_LOW_CONF = 0.1  # ByteTrack's second-stage floor: weaker boxes keep existing tracks alive
+
+
+class InferenceEvents(Protocol):
+    def inference_done(self, model: str, seconds: float, batch_size: int) -> None: ...
+
+
+class ModelLoadError(Exception):
+    pass
+
+
+def choose_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str, config: ModelConfig):
+    """Load any Ultralytics format (.pt, .onnx, .engine, OpenVINO dir) without ever downloading."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    path = Path(config.path)
+    if not path.exists():
+        raise ModelLoadError(f"models.{name}.path: file not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelLoadError(f"models.{name}.path: file is empty: {path}")
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(path), task="detect")
+    except Exception as exc:  # Ultralytics raises many kinds for a corrupt file
+        raise ModelLoadError(f"models.{name}.path: cannot load {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ClassThresholds:
+    """Per-class confidence thresholds as an array indexed by class id."""
+
+    by_class: np.ndarray  # (num_classes,) float32
+    floor: float  # lowest confidence asked of the model
+
+    @staticmethod
+    def build(config: ModelConfig, class_names: list[str]) -> ClassThresholds:
+        by_class = np.array([config.class_conf.get(name, config.conf) for name in class_names], np.float32)
+        return ClassThresholds(by_class, float(min(TRACKER_LOW_CONF, by_class.min(initial=config.conf))))
+
+    def passing(self, boxes: Boxes) -> np.ndarray:
+        return boxes.conf >= self.by_class[boxes.class_id]
+
+
+class Detector:
+    """One loaded model and its settings. Only the inference worker's thread calls ``predict``."""
+
+    def __init__(self, name: str, config: ModelConfig):
+        self.name = name
+        self.config = config
+        self.model = load_model(name, config)
+        self.class_names = [self.model.names[i] for i in sorted(self.model.names)]
+        self.labels = [config.aliases.get(c, c) for c in self.class_names]  # per class id
+        self.label_set = model_labels(config, self.class_names)
+        self.thresholds = ClassThresholds.build(config, self.class_names)
+        self.device = choose_device(config.device)
+        self.half = config.half if config.half is not None else self.device.startswith("cuda")
+
+    def warm_up(self) -> None:
+        blank = np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)
+        self.predict([blank])
+
+    def predict(self, images: list[np.ndarray]) -> list[Boxes]:
+        results = self.model.predict(
+            images,
+            imgsz=self.config.imgsz,
+            conf=self.thresholds.floor,
+            iou=self.config.iou,
+            agnostic_nms=self.config.agnostic_nms,
+            device=self.device,
+            quantize=16 if self.half else None,
+            verbose=False,
+        )
+        return [_to_boxes(result.boxes) for result in results]
+
+
+def _to_boxes(ultralytics_boxes) -> Boxes:
+    data = ultralytics_boxes.data.cpu().numpy()  # (N, 6): x1 y1 x2 y2 conf cls
+    return Boxes(
+        data[:, :4].astype(np.float32),
+        data[:, 4].astype(np.float32),
+        data[:, 5].astype(np.int32),
+        np.full(len(data), -1, np.int64),
+    )
+
+
+@dataclass
+class _Request:
+    image: np.ndarray
+    future: Future
+
+
+class InferenceWorker:
+    """Serves one Detector to many cameras: submit an image, get a Future of its Boxes."""
+
+    def __init__(self, detector: Detector, events: InferenceEvents | None = None, queue_size: int = 64):
+        self.detector = detector
+        self.events = events
+        self._requests: queue.Queue[_Request | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name=f"inference-{detector.name}", daemon=True)
+        self.last_progress = time.monotonic()
+        self.busy_since: float | None = None
+
+    def start(self) -> None:
+        if self.detector.config.warmup:
+            self.detector.warm_up()
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self._requests.put(None, timeout=1.0)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, image: np.ndarray, timeout: float = 5.0) -> Future:
+        future: Future = Future()
+        self._requests.put(_Request(image, future), timeout=timeout)
+        return future
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._serve(batch)
+
+    def _next_batch(self) -> list[_Request] | None:
+        first = self._requests.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.detector.config.batch_wait_ms / 1000
+        while len(batch) < self.detector.config.max_batch:
+            try:
+                item = self._requests.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                self._requests.put(None)  # stop after serving this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _serve(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        self.busy_since = started
+        try:
+            outputs = self.detector.predict([request.image for request in batch])
+        except Exception as exc:  # one bad batch must not kill the worker
+            log.exception("model %s: inference failed", self.detector.name)
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        finally:
+            self.busy_since = None
+        seconds = time.monotonic() - started
+        self.last_progress = time.monotonic()
+        if self.events:
+            self.events.inference_done(self.detector.name, seconds, len(batch))
+        for request, boxes in zip(batch, outputs):
+            request.future.set_result(boxes)
+
+
+def load_detectors(models: dict[str, ModelConfig], used: set[str]) -> dict[str, Detector]:
+    """Load every model a camera uses; all load errors are reported together."""
+    detectors, problems = {}, []
+    for name in sorted(used):
+        try:
+            detectors[name] = Detector(name, models[name])
+        except ModelLoadError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+    return detectors

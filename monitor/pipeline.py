@@ -1,0 +1,206 @@
+"""The pipeline: wires the stages together, one camera loop thread per camera, with explicit start/stop.
+
+capture (CameraReader thread) -> detection (shared InferenceWorker thread per model)
+  -> tracking and zones -> counting -> publishing (Publisher thread) and metrics
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from monitor.capture import CameraReader, CameraState
+from monitor.config import AppConfig, CameraConfig, check_model_classes
+from monitor.counting import ALL_ZONES, CountSmoother, raw_counts
+from monitor.detection import Detector, InferenceWorker, load_detectors
+from monitor.frame import FrameResult
+from monitor.metrics import Metrics
+from monitor.publishing import CountsTopics, Publisher
+from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
+
+log = logging.getLogger(__name__)
+
+INFERENCE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class CameraStats:
+    """Per-interval figures for the log line."""
+
+    processed: int = 0
+    inferred: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def take(self) -> tuple[float, int]:
+        now = time.monotonic()
+        fps = self.processed / max(1e-6, now - self.since)
+        inferred = self.inferred
+        self.processed, self.inferred, self.since = 0, 0, now
+        return fps, inferred
+
+
+class CameraLoop:
+    """One camera's frame journey after capture: detect, track, zone, count, publish."""
+
+    def __init__(
+        self,
+        name: str,
+        config: CameraConfig,
+        app: AppConfig,
+        reader: CameraReader,
+        worker: InferenceWorker,
+        publisher: Publisher,
+        metrics: Metrics,
+    ):
+        self.name = name
+        self.config = config
+        self.reader = reader
+        self.worker = worker
+        self.publisher = publisher
+        self.metrics = metrics
+        self.heartbeat_s = app.mqtt.heartbeat_s
+        self.log_interval_s = app.logging.interval_s
+        detector = worker.detector
+        self.labels = detector.labels
+        self.tracker = ObjectTracker(config.tracker, detector.thresholds)
+        self.zones = ZoneMap(config)
+        self.lines = LineCounter(config.lines, config.anchor)
+        self.smoother = CountSmoother(config.smoothing)
+        self.topics = CountsTopics(app.mqtt, name)
+        self.counted_labels = config.classes or detector.label_set
+        self.zone_labels = {
+            zone: [label for label in self.counted_labels if not z.classes or label in z.classes]
+            for zone, z in config.zones.items()
+        }
+        self.zone_labels[ALL_ZONES] = list(self.counted_labels)
+        self.last_result: FrameResult | None = None
+        self.last_progress = time.monotonic()
+        self.stats = CameraStats()
+        self._last_publish = 0.0
+        self._last_log = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.reader.wait_newest(timeout=0.5)
+            self.last_progress = time.monotonic()
+            if frame is None:
+                if self.reader.finished:
+                    log.info("camera %s: source finished", self.name)
+                    return
+                continue
+            try:
+                result = self.process(FrameResult(frame, self.labels))
+            except Exception:  # a bad frame or a failed inference must not end the camera
+                log.exception("camera %s: frame %d failed", self.name, frame.index)
+                continue
+            self.last_result = result
+            self._log_interval()
+
+    def process(self, result: FrameResult) -> FrameResult:
+        started = time.monotonic()
+        result.detections = self.worker.submit(result.frame.image).result(timeout=INFERENCE_TIMEOUT_S)
+        inferred_at = time.monotonic()
+        result.objects = self.tracker.update(result.detections, result.frame.image)
+        object_labels = [self.labels[c] for c in result.objects.class_id.tolist()]
+        result.object_zones = self.zones.assign(result.objects, object_labels)
+        result.line_totals = self.lines.update(result.objects, object_labels)
+        result.raw_counts = raw_counts(result.objects, result.object_zones, object_labels, self.zone_labels)
+        result.counts, result.counts_changed = self.smoother.update(result.raw_counts)
+        result.timings.update(inference=inferred_at - started, post=time.monotonic() - inferred_at)
+        self._publish(result)
+        self.stats.processed += 1
+        self.stats.inferred += int(result.inferred)
+        return result
+
+    def _publish(self, result: FrameResult) -> None:
+        now = time.monotonic()
+        heartbeat_due = now - self._last_publish >= self.heartbeat_s
+        if result.counts_changed or heartbeat_due:
+            self.publisher.publish_all(self.topics.messages(result, force_bare=heartbeat_due))
+            self._last_publish = now
+        self.metrics.counts(self.name, result.counts, result.line_totals)
+        self.metrics.frame_processed(self.name, time.monotonic() - result.frame.mono_time)
+
+    def _log_interval(self) -> None:
+        if time.monotonic() - self._last_log < self.log_interval_s:
+            return
+        self._last_log = time.monotonic()
+        fps, _ = self.stats.take()
+        counts = self.last_result.counts if self.last_result else {}
+        summary = " ".join(f"{zone}={per_label}" for zone, per_label in counts.items())
+        log.info("camera %s: %.1f fps, %s", self.name, fps, summary)
+
+
+class Monitor:
+    """The whole daemon: build from a validated config, start, wait, stop."""
+
+    def __init__(self, config: AppConfig, metrics: Metrics | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        used_models = {camera.model for camera in config.cameras.values()}
+        self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
+        check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
+        self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
+        self.publisher = Publisher(config.mqtt, self.metrics)
+        self.readers = {name: CameraReader(name, cam, self.metrics) for name, cam in config.cameras.items()}
+        self.loops = {
+            name: CameraLoop(name, cam, config, self.readers[name], self.workers[cam.model], self.publisher, self.metrics)
+            for name, cam in config.cameras.items()
+        }
+        self._http = None
+
+    @property
+    def device(self) -> str:
+        return ",".join(sorted({d.device for d in self.detectors.values()}))
+
+    def start(self) -> None:
+        self.metrics.build(self.device)
+        self.metrics.mqtt_state(False)
+        for name, camera in self.config.cameras.items():
+            self.metrics.register_camera(name, camera.fps)
+        if self.config.metrics.enabled:
+            self._http = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        self.publisher.start()
+        for worker in self.workers.values():
+            worker.start()
+        for name in self.config.cameras:
+            self.readers[name].start()
+            self.loops[name].start()
+
+    def wait(self, stop_requested: threading.Event) -> None:
+        """Block until asked to stop or every camera has finished (file sources without loop)."""
+        while not stop_requested.wait(0.2):
+            if all(loop.finished for loop in self.loops.values()):
+                log.info("all cameras finished")
+                return
+
+    def stop(self) -> None:
+        for reader in self.readers.values():
+            reader.stop()
+        for loop in self.loops.values():
+            loop.stop()
+        for worker in self.workers.values():
+            worker.stop()
+        self.publisher.stop()
+        if self._http:
+            server, thread = self._http
+            server.shutdown()
+            thread.join(5)
+
+    def camera_states(self) -> dict[str, CameraState]:
+        return {name: reader.state for name, reader in self.readers.items()}

