@@ -1,0 +1,157 @@
+"""Shared fixtures: real material (the clip, the model) and real services (Mosquitto) on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = ROOT / "data" / "vtest.avi"
+PERSON_MODEL = ROOT / "models" / "person-fall.pt"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def clip() -> Path:
+    if not CLIP.exists():
+        pytest.fail(f"{CLIP} missing: run scripts/setup.sh")
+    return CLIP
+
+
+@pytest.fixture(scope="session")
+def person_model() -> Path:
+    if not PERSON_MODEL.exists():
+        pytest.fail(f"{PERSON_MODEL} missing: run scripts/setup.sh")
+    return PERSON_MODEL
+
+
+class Broker:
+    """A real Mosquitto on a free loopback port; ``restart`` keeps the port (and its persistence, if any)."""
+
+    def __init__(self, workdir: Path, extra_config: str = ""):
+        self.port = free_port()
+        self.workdir = workdir
+        self.extra_config = extra_config
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Broker:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{self.extra_config}\n")
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    broker = Broker(tmp_path).start()
+    yield broker
+    broker.stop()
+
+
+class Subscriber:
+    """A real paho subscriber that records (topic, payload, retain) in arrival order."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "", clean: bool = True):
+        self.messages: list[tuple[str, str, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append((message.topic, message.payload.decode(), bool(message.retain)))
+
+    def on(self, topic: str) -> list[str]:
+        with self._lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def json_on(self, topic: str) -> list[dict]:
+        return [json.loads(p) for p in self.on(topic)]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def subscriber_factory():
+    made = []
+
+    def make(port: int, topics: list[str], **kwargs) -> Subscriber:
+        made.append(Subscriber(port, topics, **kwargs))
+        return made[-1]
+
+    yield make
+    for sub in made:
+        sub.close()
+
+
+def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> dict:
+    """The bundled config.yaml as a dict, pointed at a test broker, with overrides for the street camera."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["mqtt"].update(port=mqtt_port, client_id=f"monitor-test-{mqtt_port}", heartbeat_s=5)
+    data["metrics"].update(enabled=bool(metrics_port), port=metrics_port)
+    data["models"]["person"]["path"] = str(PERSON_MODEL)
+    street = data["cameras"]["street"]
+    street.update(source=str(CLIP), realtime=False)
+    street.update(camera_overrides)
+    return data
+
+
+def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
+    import yaml
+
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
