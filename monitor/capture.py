@@ -66,13 +66,14 @@ def is_file_source(source: str | int) -> bool:
     return isinstance(source, str) and ("://" not in source or source.startswith("file://")) and not source.startswith("/dev/")
 
 
-def open_capture(source: str | int) -> cv2.VideoCapture:
+def open_capture(source: str | int, stall_s: float = OPEN_TIMEOUT_MS / 1000) -> cv2.VideoCapture:
     if isinstance(source, int):
         return cv2.VideoCapture(source)
     if source.startswith("/dev/video"):
         return cv2.VideoCapture(source, cv2.CAP_V4L2)
     if "://" in source and not source.startswith("file://"):
-        read_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
+        # a stream that stalls (no packet for stall_s) makes grab() fail, and the reader reconnects
+        read_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(stall_s * 1000)]
         return cv2.VideoCapture(source, cv2.CAP_FFMPEG, read_timeout)
     return cv2.VideoCapture(source.removeprefix("file://"))
 
@@ -114,6 +115,8 @@ class CameraReader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{name}", daemon=True)
         self._index = 0
+        self._media_next = 0.0  # a file's position (s) after the last delivered frame; grows across loops
+        self._created_mono = time.monotonic()
 
     # --- consumer side ---------------------------------------------------------------------
 
@@ -126,6 +129,15 @@ class CameraReader:
             self._slot_lock.notify_all()
         self._thread.join(timeout)
 
+    def is_stale(self, now: float | None = None) -> bool:
+        """True while the camera's counts are out of date: down, or no frame for ``reconnect.stall_s``."""
+        if self.state in (CameraState.ENDED, CameraState.STOPPED):
+            return False
+        if self.state == CameraState.DOWN:
+            return True
+        last = self.last_frame_mono if self.last_frame_mono is not None else self._created_mono
+        return (now or time.monotonic()) - last > self.config.reconnect.stall_s
+
     @property
     def finished(self) -> bool:
         """True once the source has ended (or the reader stopped) and its last frame was taken."""
@@ -137,6 +149,8 @@ class CameraReader:
             if self._slot is None:
                 self._slot_lock.wait_for(lambda: self._slot is not None or self._stop.is_set() or self.finished, timeout)
             frame, self._slot = self._slot, None
+            if frame is not None and self._lossless:  # a file read as fast as possible: a frame 'arrives' when taken
+                frame.wall_time, frame.mono_time = time.time(), time.monotonic()
             self._slot_lock.notify_all()
             return frame
 
@@ -159,7 +173,7 @@ class CameraReader:
         if self._is_file and not Path(str(self.config.source).removeprefix("file://")).exists():
             self._fail(f"file {self.config.source} does not exist")
             return None
-        capture = open_capture(self.config.source)
+        capture = open_capture(self.config.source, self.config.reconnect.stall_s)
         if not capture.isOpened():
             capture.release()
             self._fail("cannot open source")
@@ -174,12 +188,14 @@ class CameraReader:
         expected_shape: tuple[int, ...] | None = None
         next_due = time.monotonic()
         clock_start, frames_read = time.monotonic(), 0
+        media_start = self._media_next
         while not self._stop.is_set():
             if self._is_file and self.config.realtime:  # play a file like a camera would
                 self._sleep_until(clock_start + frames_read * source_period)
             if not capture.grab():
                 if self._rewind(capture):
                     clock_start, frames_read = time.monotonic(), 0
+                    media_start = self._media_next
                     continue
                 self._end_of_stream()
                 return
@@ -194,7 +210,10 @@ class CameraReader:
                 self._fail(problem)
                 return
             expected_shape = image.shape
-            self._deliver(image)
+            media_time = media_start + (frames_read - 1) * source_period if self._is_file else None
+            self._deliver(image, media_time)
+            if media_time is not None:
+                self._media_next = media_time + source_period
 
     def _rewind(self, capture: cv2.VideoCapture) -> bool:
         """Loop a file source: back to its first frame."""
@@ -211,9 +230,9 @@ class CameraReader:
             return
         self._fail("stream ended or stalled")
 
-    def _deliver(self, image: np.ndarray) -> None:
+    def _deliver(self, image: np.ndarray, media_time: float | None = None) -> None:
         now_wall, now_mono = time.time(), time.monotonic()
-        frame = CapturedFrame(self.name, self._index, image, now_wall, now_mono)
+        frame = CapturedFrame(self.name, self._index, image, now_wall, now_mono, media_time)
         self._index += 1
         with self._slot_lock:
             if self._lossless:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from monitor import __version__
 from monitor.config import ConfigError, load_config
@@ -28,12 +26,27 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config (and load its models) without running")
     check.add_argument("--config", "-c", default="config.yaml")
     check.add_argument("--no-models", action="store_true", help="skip loading the models")
+
+    snapshot = commands.add_parser("snapshot", help="write a camera's current frame with zones, boxes and counts drawn")
+    snapshot.add_argument("--config", "-c", default="config.yaml")
+    snapshot.add_argument("--camera", required=True)
+    snapshot.add_argument("--out", "-o", default=None, help="JPEG to write (default: snapshot-<camera>.jpg)")
+    snapshot.add_argument("--skip", type=int, default=0, help="frames to skip first (file sources: seek into the clip)")
+    snapshot.add_argument("--grid", type=int, default=0, help="draw a coordinate grid every N pixels")
+
+    dataset = commands.add_parser("dataset", help="the escalated frames saved for fine-tuning")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    export = dataset_commands.add_parser("export", help="write the saved frames as a YOLO dataset (images, labels, data.yaml)")
+    export.add_argument("--config", "-c", default="config.yaml")
+    export.add_argument("--out", "-o", required=True, help="folder to write")
+    export.add_argument("--val-fraction", type=float, default=0.2)
+    export.add_argument("--include-disagreements", action="store_true", help="also frames whose boxes disagree with the model")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "check": cmd_check}
+    handlers = {"run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "dataset": cmd_dataset}
     return handlers[args.command](args)
 
 
@@ -68,20 +81,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return report_config_error(args.config, error)
     setup_logging(args.log_level or config.logging.level)
-    from monitor.pipeline import Monitor
+    from monitor.service import Service  # sd_notify READY/STOPPING/WATCHDOG, SIGTERM stops, SIGHUP reloads
 
+    service = Service(args.config, config)
+    service.install_signal_handlers()
+    log.info("monitor %s starting: %d cameras", __version__, len(config.cameras))
     try:
-        monitor = Monitor(config)
+        return service.run()
     except ConfigError as error:
         return report_config_error(args.config, error)
-    stop_requested = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop_requested.set())
-    log.info("monitor %s starting: %d cameras on %s", __version__, len(config.cameras), monitor.device)
-    monitor.start()
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
     try:
-        monitor.wait(stop_requested)
-    finally:
-        log.info("stopping")
-        monitor.stop()
+        config = load_config(args.config)
+    except ConfigError as error:
+        return report_config_error(args.config, error)
+    if args.camera not in config.cameras:
+        print(f"unknown camera {args.camera!r} (configured: {', '.join(config.cameras)})", file=sys.stderr)
+        return EXIT_CONFIG
+    from pathlib import Path
+
+    from monitor.detection import ModelLoadError
+    from monitor.snapshot import SnapshotError, describe, take_snapshot, write_jpeg
+
+    out = Path(args.out or f"snapshot-{args.camera}.jpg")
+    try:
+        snapshot = take_snapshot(config, args.camera, skip=max(0, args.skip), grid=max(0, args.grid))
+        write_jpeg(out, snapshot.image)
+    except (SnapshotError, ModelLoadError) as error:
+        print(f"snapshot failed: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(describe(config, args.camera, snapshot)))
+    print(f"wrote {out}")
     return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from monitor.dataset import cmd_export
+
+    return cmd_export(args)

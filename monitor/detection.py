@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from monitor.config import ConfigError, ModelConfig, model_labels
+from monitor.engines import EngineError, prepare
 from monitor.frame import Boxes
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,21 @@ def choose_device(requested: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(name: str, config: ModelConfig):
-    """Load any Ultralytics format (.pt, .onnx, .engine, OpenVINO dir) without ever downloading."""
+def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool = False):
+    """Load any Ultralytics format (.pt, .onnx, .engine, OpenVINO dir) without ever downloading.
+
+    With ``engine`` set, a .pt model is first exported (once, cached next to it) and the export loaded.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     path = Path(config.path)
     if not path.exists():
         raise ModelLoadError(f"models.{name}.path: file not found: {path}")
     if path.is_file() and path.stat().st_size == 0:
         raise ModelLoadError(f"models.{name}.path: file is empty: {path}")
+    try:
+        path = prepare(name, config, device, half)
+    except EngineError as exc:
+        raise ModelLoadError(str(exc)) from None
     from ultralytics import YOLO
 
     try:
@@ -80,13 +88,23 @@ class Detector:
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.config = config
-        self.model = load_model(name, config)
+        self.device = choose_device(config.device)
+        self.half = config.half if config.half is not None else self.device.startswith("cuda")
+        if config.threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(config.threads)  # process-wide: leave cores to decoding and the camera loops
+        self.model = load_model(name, config, self.device, self.half)
+        self.is_pytorch = Path(self.model.ckpt_path or "").suffix == ".pt"
         self.class_names = [self.model.names[i] for i in sorted(self.model.names)]
         self.labels = [config.aliases.get(c, c) for c in self.class_names]  # per class id
         self.label_set = model_labels(config, self.class_names)
         self.thresholds = ClassThresholds.build(config, self.class_names)
-        self.device = choose_device(config.device)
-        self.half = config.half if config.half is not None else self.device.startswith("cuda")
+
+    def use_cpu(self) -> None:
+        """After a GPU failure: run on the CPU from the next call (Ultralytics sets its device up once)."""
+        self.device, self.half = "cpu", False
+        self.model.predictor = None
 
     def warm_up(self) -> None:
         blank = np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)
@@ -100,7 +118,7 @@ class Detector:
             iou=self.config.iou,
             agnostic_nms=self.config.agnostic_nms,
             device=self.device,
-            quantize=16 if self.half else None,
+            quantize=16 if self.half and self.is_pytorch else None,  # an export's precision is fixed when built
             verbose=False,
         )
         return [_to_boxes(result.boxes) for result in results]
@@ -132,6 +150,8 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name=f"inference-{detector.name}", daemon=True)
         self.last_progress = time.monotonic()
         self.busy_since: float | None = None
+        self.clients = 0  # cameras that submit (one frame in flight each); 0: unknown
+        self.fatal: str | None = None  # set after a CUDA error with on_gpu_failure: exit
 
     def start(self) -> None:
         if self.detector.config.warmup:
@@ -167,7 +187,8 @@ class InferenceWorker:
             return None
         batch = [first]
         deadline = time.monotonic() + self.detector.config.batch_wait_ms / 1000
-        while len(batch) < self.detector.config.max_batch:
+        most = min(self.detector.config.max_batch, self.clients or self.detector.config.max_batch)
+        while len(batch) < most:  # every camera's frame is here: waiting longer gains nothing
             try:
                 item = self._requests.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -178,11 +199,28 @@ class InferenceWorker:
             batch.append(item)
         return batch
 
+    def _predict_or_fall_back(self, images: list[np.ndarray]) -> list[Boxes]:
+        """A CUDA error moves the model to the CPU (``on_gpu_failure: cpu``) or marks the worker fatal (``exit``)."""
+        try:
+            return self.detector.predict(images)
+        except Exception as exc:
+            if not (is_cuda_error(exc) and self.detector.device != "cpu"):
+                raise
+            if self.detector.config.on_gpu_failure == "exit" or not self.detector.is_pytorch:
+                self.fatal = f"model {self.detector.name}: CUDA error on {self.detector.device}: {exc}"
+                log.critical("%s; exiting so that systemd restarts the service", self.fatal)
+                raise
+            log.error("model %s: CUDA error on %s (%s); going on on the CPU", self.detector.name, self.detector.device, exc)
+            self.detector.use_cpu()
+            if hasattr(self.events, "gpu_fallback"):
+                self.events.gpu_fallback(self.detector.name)
+            return self.detector.predict(images)
+
     def _serve(self, batch: list[_Request]) -> None:
         started = time.monotonic()
         self.busy_since = started
         try:
-            outputs = self.detector.predict([request.image for request in batch])
+            outputs = self._predict_or_fall_back([request.image for request in batch])
         except Exception as exc:  # one bad batch must not kill the worker
             log.exception("model %s: inference failed", self.detector.name)
             for request in batch:
@@ -196,6 +234,11 @@ class InferenceWorker:
             self.events.inference_done(self.detector.name, seconds, len(batch))
         for request, boxes in zip(batch, outputs):
             request.future.set_result(boxes)
+
+
+def is_cuda_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(word in text for word in ("CUDA", "cuDNN", "CUBLAS", "AcceleratorError", "NVML"))
 
 
 def load_detectors(models: dict[str, ModelConfig], used: set[str]) -> dict[str, Detector]:

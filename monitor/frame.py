@@ -31,6 +31,14 @@ class Boxes:
     def select(self, mask: np.ndarray) -> Boxes:
         return Boxes(self.xyxy[mask], self.conf[mask], self.class_id[mask], self.track_id[mask])
 
+    def concat(self, other: Boxes) -> Boxes:
+        return Boxes(
+            np.concatenate([self.xyxy, other.xyxy]),
+            np.concatenate([self.conf, other.conf]),
+            np.concatenate([self.class_id, other.class_id]),
+            np.concatenate([self.track_id, other.track_id]),
+        )
+
 
 @dataclass(slots=True)
 class CapturedFrame:
@@ -41,6 +49,7 @@ class CapturedFrame:
     image: np.ndarray  # BGR uint8
     wall_time: float  # time.time() at capture
     mono_time: float  # time.monotonic() at capture
+    media_time: float | None = None  # seconds into a file source (frame position / fps); None for live sources
 
 
 @dataclass(slots=True)

@@ -272,66 +272,98 @@ def _crop_sprite(sprite: Sprite) -> Sprite:
     return Sprite(sprite.image[r0:r1, c0:c1], sprite.alpha[r0:r1, c0:c1])
 
 
-def person_sprite(style: int, height: int, phase: float, carrying: bool) -> Sprite:
-    """A walking person (head, torso, arms, legs), feet at the bottom centre of the sprite."""
+class _Pen:
+    """Draws each shape twice: antialiased into a colour image and binary into its mask."""
+
+    def __init__(self, height: int, width: int):
+        self.image = np.zeros((height, width, 3), np.uint8)
+        self.mask = np.zeros((height, width), np.uint8)
+
+    def line(self, p, q, colour, thick) -> None:
+        p, q = (int(p[0]), int(p[1])), (int(q[0]), int(q[1]))
+        cv2.line(self.image, p, q, colour, max(1, int(thick)), cv2.LINE_AA)
+        cv2.line(self.mask, p, q, 255, max(1, int(thick)), cv2.LINE_8)
+
+    def poly(self, points, colour) -> None:
+        pts = np.round(np.asarray(points)).astype(np.int32)
+        cv2.fillPoly(self.image, [pts], colour, cv2.LINE_AA)
+        cv2.fillPoly(self.mask, [pts], 255, cv2.LINE_8)
+
+    def disc(self, centre, axes, colour) -> None:
+        centre = (int(centre[0]), int(centre[1]))
+        axes = (max(1, int(axes[0])), max(1, int(axes[1])))
+        cv2.ellipse(self.image, centre, axes, 0, 0, 360, colour, -1, cv2.LINE_AA)
+        cv2.ellipse(self.mask, centre, axes, 0, 0, 360, 255, -1, cv2.LINE_8)
+
+
+@dataclass(frozen=True)
+class _Outfit:
+    shirt: tuple
+    pants: tuple
+    skin: tuple
+    hat: bool
+    hi_vis: bool
+
+
+def _outfit(style: int) -> _Outfit:
     rng = np.random.default_rng(style)
     shirt = _SHIRTS[rng.integers(len(_SHIRTS))]
     pants = _PANTS[rng.integers(len(_PANTS))]
     skin = _SKINS[rng.integers(len(_SKINS))]
-    hat = rng.random() < 0.4
-    h = height
-    w = int(0.62 * h) | 1
-    image = np.zeros((h + 1, w, 3), np.uint8)
-    mask = np.zeros((h + 1, w), np.uint8)
-    cx = w // 2
+    hat = bool(rng.random() < 0.4)
+    return _Outfit(shirt, pants, skin, hat, bool(rng.random() < 0.5))
+
+
+def person_sprite(style: int, height: int, phase: float, carrying: bool) -> Sprite:
+    """A walking person (head, torso, arms, legs), feet at the bottom centre of the sprite."""
+    outfit = _outfit(style)
+    w = int(0.62 * height) | 1
+    pen = _Pen(height + 1, w)
     swing = 0.38 * math.sin(phase)
+    _draw_legs(pen, outfit, w // 2, height, swing)
+    _draw_torso(pen, outfit, w // 2, height)
+    _draw_arms(pen, outfit, w // 2, height, swing, carrying)
+    _draw_head(pen, outfit, w // 2, height)
+    shade = np.linspace(1.1, 0.75, w, dtype=np.float32)[None, :, None]
+    return _crop_sprite(Sprite(pen.image.astype(np.float32) * shade, (pen.mask > 0).astype(np.float32)))
 
-    def line(p, q, colour, thick):
-        p, q = (int(p[0]), int(p[1])), (int(q[0]), int(q[1]))
-        cv2.line(image, p, q, colour, max(1, int(thick)), cv2.LINE_AA)
-        cv2.line(mask, p, q, 255, max(1, int(thick)), cv2.LINE_8)
 
-    def poly(points, colour):
-        pts = np.round(np.asarray(points)).astype(np.int32)
-        cv2.fillPoly(image, [pts], colour, cv2.LINE_AA)
-        cv2.fillPoly(mask, [pts], 255, cv2.LINE_8)
-
-    def disc(centre, axes, colour):
-        centre = (int(centre[0]), int(centre[1]))
-        axes = (max(1, int(axes[0])), max(1, int(axes[1])))
-        cv2.ellipse(image, centre, axes, 0, 0, 360, colour, -1, cv2.LINE_AA)
-        cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1, cv2.LINE_8)
-
-    hip_y = 0.53 * h
-    leg = 0.45 * h
+def _draw_legs(pen: _Pen, outfit: _Outfit, cx: int, h: int, swing: float) -> None:
+    hip_y, leg = 0.53 * h, 0.45 * h
     for side, sign in ((1, -1), (-1, 1)):          # far leg first (darker), then near leg
         hip = (cx + side * 0.045 * h, hip_y)
         foot = (hip[0] + math.sin(sign * swing) * leg, hip_y + math.cos(swing) * leg)
-        colour = tuple(int(c * (0.75 if side == 1 else 1.0)) for c in pants)
-        line(hip, foot, colour, 0.085 * h)
-        disc((foot[0] + 0.02 * h, foot[1]), (0.05 * h, 0.022 * h), (20, 20, 25))
-    poly([(cx - 0.13 * h, 0.17 * h), (cx + 0.13 * h, 0.17 * h), (cx + 0.105 * h, 0.56 * h),
-          (cx - 0.105 * h, 0.56 * h)], shirt)
-    if rng.random() < 0.5:                            # hi-vis stripes or a zip line
+        pen.line(hip, foot, tuple(int(c * (0.75 if side == 1 else 1.0)) for c in outfit.pants), 0.085 * h)
+        pen.disc((foot[0] + 0.02 * h, foot[1]), (0.05 * h, 0.022 * h), (20, 20, 25))
+
+
+def _draw_torso(pen: _Pen, outfit: _Outfit, cx: int, h: int) -> None:
+    pen.poly([(cx - 0.13 * h, 0.17 * h), (cx + 0.13 * h, 0.17 * h), (cx + 0.105 * h, 0.56 * h),
+              (cx - 0.105 * h, 0.56 * h)], outfit.shirt)
+    if outfit.hi_vis:                                  # reflective stripes, else a zip line
         for y in (0.36, 0.46):
-            line((cx - 0.115 * h, y * h), (cx + 0.115 * h, y * h), (200, 205, 200), 0.018 * h)
+            pen.line((cx - 0.115 * h, y * h), (cx + 0.115 * h, y * h), (200, 205, 200), 0.018 * h)
     else:
-        line((cx, 0.19 * h), (cx, 0.55 * h), tuple(int(c * 0.7) for c in shirt), 0.012 * h)
+        pen.line((cx, 0.19 * h), (cx, 0.55 * h), tuple(int(c * 0.7) for c in outfit.shirt), 0.012 * h)
+
+
+def _draw_arms(pen: _Pen, outfit: _Outfit, cx: int, h: int, swing: float, carrying: bool) -> None:
     for side, sign in ((-1, 1), (1, -1)):
         shoulder = (cx + side * 0.12 * h, 0.19 * h)
-        if carrying:
+        if carrying:                                   # hands together in front, at the waist
             hand = (cx + side * 0.07 * h, 0.45 * h)
         else:
             hand = (shoulder[0] + math.sin(-sign * swing) * 0.2 * h + side * 0.02 * h, 0.47 * h)
-        line(shoulder, hand, tuple(int(c * 0.85) for c in shirt), 0.06 * h)
-        disc(hand, (0.028 * h, 0.028 * h), skin)
-    line((cx, 0.13 * h), (cx, 0.18 * h), skin, 0.05 * h)
-    disc((cx, 0.09 * h), (0.055 * h, 0.068 * h), skin)
-    hair = (30, 35, 45) if not hat else shirt
-    cv2.ellipse(image, (cx, int(0.085 * h)), (int(0.058 * h) + 1, int(0.066 * h) + 1), 0, 180, 360,
+        pen.line(shoulder, hand, tuple(int(c * 0.85) for c in outfit.shirt), 0.06 * h)
+        pen.disc(hand, (0.028 * h, 0.028 * h), outfit.skin)
+
+
+def _draw_head(pen: _Pen, outfit: _Outfit, cx: int, h: int) -> None:
+    pen.line((cx, 0.13 * h), (cx, 0.18 * h), outfit.skin, 0.05 * h)
+    pen.disc((cx, 0.09 * h), (0.055 * h, 0.068 * h), outfit.skin)
+    hair = outfit.shirt if outfit.hat else (30, 35, 45)
+    cv2.ellipse(pen.image, (cx, int(0.085 * h)), (int(0.058 * h) + 1, int(0.066 * h) + 1), 0, 180, 360,
                 hair, -1, cv2.LINE_AA)
-    shade = np.linspace(1.1, 0.75, w, dtype=np.float32)[None, :, None]
-    return _crop_sprite(Sprite(image.astype(np.float32) * shade, (mask > 0).astype(np.float32)))
 
 
 def cart_sprite(style: int, scale: float, width: int, height: int) -> tuple[Sprite, tuple[int, int]]:
@@ -712,23 +744,23 @@ def _labels(drawn, owner: np.ndarray, zones) -> list[Bag]:
 
 def lighting_gain(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Smooth multiplicative light field (H, W, 3): brightness, gradient, vignette, colour cast."""
-    yy, xx = np.mgrid[0:24, 0:32].astype(np.float32)
-    u, v = xx / 31 - 0.5, yy / 23 - 0.5
+    yy, xx = np.mgrid[0:12, 0:16].astype(np.float32)
+    u, v = xx / 15 - 0.5, yy / 11 - 0.5
     gx, gy = rng.uniform(-0.35, 0.35, 2)
     field = rng.uniform(0.72, 1.12) * (1 + gx * u + gy * v - rng.uniform(0.1, 0.45) * (u * u + v * v))
     cast = rng.uniform(0.92, 1.08, 3).astype(np.float32)
-    gain = cv2.resize(field.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    return gain[..., None] * cast
+    small = (field[..., None] * cast).astype(np.float32)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def apply_camera(rng: np.random.Generator, image: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """Light field, slight blur and sensor noise; returns uint8 BGR."""
-    image = image * gain
-    sigma = float(rng.uniform(0.4, 1.1))
-    image = cv2.GaussianBlur(image, (0, 0), sigma)
-    noise = rng.standard_normal(image.shape[:2], dtype=np.float32) * float(rng.uniform(1.5, 5.0))
-    image += noise[..., None]
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    image = cv2.multiply(image, gain)
+    image = cv2.GaussianBlur(image, (5, 5), float(rng.uniform(0.4, 1.1)))
+    amplitude = float(rng.uniform(3.0, 9.0))
+    noise = rng.random(image.shape[:2], dtype=np.float32) - 0.5    # uniform, std = amplitude / sqrt(12)
+    image += (noise * amplitude)[..., None]
+    return np.clip(image, 0, 255, out=image).astype(np.uint8)
 
 
 def draw_overlay(image: np.ndarray, when: datetime, camera: str = "CAM-03 ICE STORE") -> None:
@@ -736,9 +768,10 @@ def draw_overlay(image: np.ndarray, when: datetime, camera: str = "CAM-03 ICE ST
     height, width = image.shape[:2]
     text = f"{when:%Y-%m-%d %H:%M:%S}  {camera}"
     scale = cv2.getFontScaleFromHeight(cv2.FONT_HERSHEY_SIMPLEX, max(6, int(0.022 * height)), 1)
-    org = (int(0.01 * width), int(0.045 * height))
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = int(0.01 * width), int(0.012 * height)
+    image[y:y + th + base + 4, x:x + tw + 6] //= 3
+    cv2.putText(image, text, (x + 3, y + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
 
 
 # --------------------------------------------------------------------------- frames
@@ -758,3 +791,285 @@ def render_frame(rng: np.random.Generator, width: int = 640, height: int = 480, 
     out = apply_camera(rng, image, gain) if effects else np.clip(image + 0.5, 0, 255).astype(np.uint8)
     draw_overlay(out, when)
     return out, bags
+
+
+# --------------------------------------------------------------------------- clips
+
+_WALK_SPEED = 0.022     # fraction of the frame width per story tick (0.1 s at 10 fps)
+
+
+@dataclass(frozen=True)
+class Trip:
+    """One bag carried by the worker from a shelf slot to the cart, or dropped on the floor."""
+
+    bag: BagPose
+    pick: float               # tick the bag leaves the shelf
+    release: float            # tick it lands on the cart or starts to fall
+    cart_slot: int | None     # destination slot on the cart, None for a drop
+    floor: tuple[float, float] | None   # landing point (cx, bottom) of a dropped bag
+
+
+@dataclass(frozen=True)
+class Walker:
+    """A person following waypoints (tick, x, feet)."""
+
+    style: int
+    height_factor: float
+    waypoints: tuple[tuple[float, float, float], ...]
+
+    def where(self, tick: float) -> tuple[float, float, float] | None:
+        """(x, feet, distance walked so far) at this tick; None outside the walk."""
+        ticks = [w[0] for w in self.waypoints]
+        if tick < ticks[0] or tick > ticks[-1]:
+            return None
+        xs = np.interp(tick, ticks, [w[1] for w in self.waypoints])
+        ys = np.interp(tick, ticks, [w[2] for w in self.waypoints])
+        steps = np.hypot(np.diff([w[1] for w in self.waypoints]), np.diff([w[2] for w in self.waypoints]))
+        walked = np.interp(tick, ticks, np.concatenate([[0.0], np.cumsum(steps)]))
+        return float(xs), float(ys), float(walked)
+
+
+@dataclass(frozen=True)
+class Story:
+    shelf: tuple[BagPose, ...]
+    cart_from: CartPose
+    cart_to: CartPose
+    cart_move: tuple[float, float]
+    cart_slots: tuple[BagPose, ...]
+    trips: tuple[Trip, ...]
+    worker: Walker
+    passers: tuple[Walker, ...]
+    ticks: float
+
+
+def make_story(rng: np.random.Generator, width: int = 640, height: int = 480) -> Story:
+    """Plan a clip: the worker loads bags from the shelves onto the cart, drops one on the
+    way, then pushes the cart along the bay while other people walk by."""
+    shelf = [s for s in shelf_slots(width, height, rng) if rng.random() < 0.8]
+    shelf = [s for s in shelf if s.depth[2] == 0 or _has_support(s, shelf)]
+    front = rng.uniform(0.80, 0.86) * height
+    cart_from = CartPose(rng.uniform(0.62, 0.66) * width, front, depth_scale(front, height),
+                         int(rng.integers(2**31)), (front, 0))
+    dx, dy = rng.uniform(0.03, 0.07) * width, rng.uniform(0.02, 0.05) * height
+    cart_to = CartPose(cart_from.left + dx, cart_from.front + dy, cart_from.scale, cart_from.style,
+                       (cart_from.front + dy, 0))
+    slots = cart_slots(cart_from, width, height, rng)
+    n_trips = min(int(rng.integers(3, 6)), len(shelf))
+    drop_trip = int(rng.integers(n_trips)) if n_trips else -1
+    picks = sorted(shelf, key=lambda s: (-s.depth[2], -s.depth[1]))[:n_trips]   # top layers first
+    home = (cart_from.left - 0.07 * width, cart_from.front + 0.02 * height)
+    tick, waypoints, trips, placed = 3.0, [(0.0, *home), (3.0, *home)], [], 0
+    for k, bag in enumerate(picks):
+        at_shelf = (float(np.clip(bag.cx, 0.08 * width, 0.34 * width)), rng.uniform(0.79, 0.83) * height)
+        tick = _walk_to(waypoints, tick, at_shelf, width) + 3.0
+        waypoints.append((tick, *at_shelf))
+        pick = tick
+        if k == drop_trip:
+            landing = (rng.uniform(0.32, 0.48) * width, rng.uniform(0.84, 0.92) * height)
+            tick = _walk_to(waypoints, tick, (landing[0] - 0.02 * width, landing[1] - 0.02 * height), width)
+            trips.append(Trip(bag, pick, tick, None, landing))
+            tick = _walk_to(waypoints, tick, home, width) + 3.0
+        else:
+            tick = _walk_to(waypoints, tick, home, width)
+            trips.append(Trip(bag, pick, tick, placed, None))
+            placed += 1
+            tick += 3.0
+        waypoints.append((tick, *home))
+    pw = _CART_SIZE[0] * width * cart_from.scale
+    behind = (cart_from.left + 0.5 * pw, cart_from.front - _CART_SIZE[1] * height * cart_from.scale - 0.01 * height)
+    tick = _walk_to(waypoints, tick, behind, width) + 2.0
+    waypoints.append((tick, *behind))
+    cart_move = (tick, tick + 12.0)
+    waypoints.append((cart_move[1], behind[0] + dx, behind[1] + dy))
+    ticks = cart_move[1] + 5.0
+    waypoints.append((ticks, behind[0] + dx, behind[1] + dy))
+    worker = Walker(int(rng.integers(2**31)), 1.0, tuple(waypoints))
+    passers = tuple(_passer(rng, ticks, width, height) for _ in range(int(rng.integers(1, 3))))
+    return Story(tuple(shelf), cart_from, cart_to, cart_move, tuple(slots), tuple(trips), worker, passers, ticks)
+
+
+def _walk_to(waypoints: list, tick: float, target: tuple[float, float], width: int) -> float:
+    """Append a walk from the last waypoint to target; return the arrival tick."""
+    _, x, y = waypoints[-1]
+    arrival = tick + max(1.0, math.hypot(target[0] - x, target[1] - y) / (_WALK_SPEED * width))
+    waypoints.append((tick, x, y))
+    waypoints.append((arrival, *target))
+    return arrival
+
+
+def _passer(rng: np.random.Generator, ticks: float, width: int, height: int) -> Walker:
+    """Someone crossing the frame in the foreground or along the back wall."""
+    feet = (rng.uniform(0.92, 1.0) if rng.random() < 0.6 else rng.uniform(0.5, 0.56)) * height
+    start = rng.uniform(0.0, 0.6) * ticks
+    x0, x1 = -0.08 * width, 1.08 * width
+    if rng.random() < 0.5:
+        x0, x1 = x1, x0
+    duration = abs(x1 - x0) / (_WALK_SPEED * width * rng.uniform(0.8, 1.2))
+    return Walker(int(rng.integers(2**31)), float(rng.uniform(0.9, 1.08)), ((start, x0, feet), (start + duration, x1, feet)))
+
+
+def _person_at(walker: Walker, tick: float, width: int, height: int, carrying: bool) -> PersonPose | None:
+    where = walker.where(tick)
+    if where is None:
+        return None
+    x, feet, walked = where
+    h = int(_PERSON_HEIGHT * height * depth_scale(feet, height) * walker.height_factor)
+    phase = walked / (0.3 * h) * math.pi
+    return PersonPose(x, feet, h, phase, walker.style, carrying, (feet, 0))
+
+
+def _cart_at(story: Story, tick: float) -> CartPose:
+    t0, t1 = story.cart_move
+    f = float(np.clip((tick - t0) / (t1 - t0), 0.0, 1.0))
+    a, b = story.cart_from, story.cart_to
+    front = a.front + f * (b.front - a.front)
+    return CartPose(a.left + f * (b.left - a.left), front, a.scale, a.style, (front, 0))
+
+
+def story_items(story: Story, tick: float, width: int, height: int) -> list:
+    """Everything on stage at this tick, as drawable poses."""
+    cart = _cart_at(story, tick)
+    picked = {t.bag for t in story.trips if tick >= t.pick}
+    items: list = [s for s in story.shelf if s not in picked] + [cart]
+    carrying = any(t.pick <= tick < t.release for t in story.trips)
+    worker = _person_at(story.worker, tick, width, height, carrying)
+    if worker is not None:
+        items.append(worker)
+    for trip in story.trips:
+        if trip.pick <= tick < trip.release and worker is not None:
+            items.append(carried_bag(worker, trip.bag, width, height))
+        elif tick >= trip.release and trip.cart_slot is not None:
+            items.append(move_cart_bag(story.cart_slots[trip.cart_slot], story.cart_from, cart))
+        elif tick >= trip.release:
+            items.append(_dropped_bag(story, trip, tick, width, height))
+    for passer in story.passers:
+        person = _person_at(passer, tick, width, height, False)
+        if person is not None:
+            items.append(person)
+    return items
+
+
+def _dropped_bag(story: Story, trip: Trip, tick: float, width: int, height: int) -> BagPose:
+    """A dropped bag falls for 3 ticks from the worker's hands to its landing point."""
+    cx, bottom = trip.floor
+    scale = depth_scale(bottom, height)
+    w, h = int(_BAG_SIZE[0] * width * scale), int(_BAG_SIZE[1] * height * scale)
+    f = float(np.clip((tick - trip.release) / 3.0, 0.0, 1.0))
+    start = bottom - 0.25 * height
+    angle = trip.bag.angle + f * 24.0
+    return BagPose(cx, start + f * f * (bottom - start), w, h, angle, trip.bag.style, (bottom, 0))
+
+
+def render_clip(seed: int, n_frames: int = 150, width: int = 640, height: int = 480, *,
+                fps: float = 10.0, effects: bool = True) -> Iterator[tuple[np.ndarray, list[Bag]]]:
+    """Frames of one story (see make_story) with their labelled bags; seeded and reproducible."""
+    rng = np.random.default_rng([seed, 2])
+    background = render_background(rng, width, height)
+    story = make_story(rng, width, height)
+    gain = lighting_gain(rng, width, height)
+    start = datetime(2024, 1, 1) + timedelta(seconds=int(rng.integers(365 * 86400)))
+    sprites: dict = {}
+    for i in range(n_frames):
+        tick = i * story.ticks / max(n_frames - 1, 1)
+        image, bags = draw_scene(background, story_items(story, tick, width, height), sprites=sprites)
+        frame_rng = np.random.default_rng([seed, 3, i])
+        flicker = gain * np.float32(1.0 + 0.01 * frame_rng.standard_normal())
+        out = apply_camera(frame_rng, image, flicker) if effects else np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        draw_overlay(out, start + timedelta(seconds=i / fps))
+        yield out, bags
+
+
+# --------------------------------------------------------------------------- files
+
+def yolo_label_lines(bags: Sequence[Bag], width: int, height: int) -> list[str]:
+    """YOLO label lines: class x_centre y_centre width height, normalised to the frame."""
+    lines = []
+    for bag in bags:
+        x1, y1, x2, y2 = bag.box
+        lines.append(f"0 {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return lines
+
+
+def write_dataset(out_dir: str | Path, n_train: int = 1200, n_val: int = 200, seed: int = 0, imgsz: int = 640,
+                  width: int = 640, height: int = 480) -> Path:
+    """Write an Ultralytics YOLO dataset of random frames; return the path of its data.yaml.
+
+    Frames are rendered at width x height and saved (JPEG) resized so the long side is
+    imgsz; labels are normalised, so they hold for any size.
+    """
+    out = Path(out_dir)
+    size = (imgsz, int(round(imgsz * height / width)))
+    for stream, (split, count) in enumerate((("train", n_train), ("val", n_val))):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, bags = render_frame(np.random.default_rng([seed, stream, i]), width, height)
+            if size != (width, height):
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            stem = f"ice_{seed}_{split}_{i:05d}"
+            cv2.imwrite(str(out / "images" / split / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            text = "\n".join(yolo_label_lines(bags, width, height))
+            (out / "labels" / split / f"{stem}.txt").write_text(text + "\n" if text else "")
+    yaml_path = out / "data.yaml"
+    yaml_path.write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\n"
+                         f"names:\n  0: {CLASS_NAME}\n")
+    return yaml_path
+
+
+def write_clip(path: str | Path, seed: int = 0, n_frames: int = 150, fps: float = 10.0,
+               width: int = 640, height: int = 480) -> Path:
+    """Write a clip (.mp4 with mp4v, .avi with MJPG) and, beside it, a JSON of the
+    per-frame ground truth: counts per zone and the labelled boxes. Returns the JSON path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (width, height))
+    if not writer.isOpened():
+        raise OSError(f"cannot open a video writer for {path}")
+    frames = []
+    try:
+        for i, (image, bags) in enumerate(render_clip(seed, n_frames, width, height, fps=fps)):
+            writer.write(image)
+            frames.append({"frame": i, "counts": count_by_zone(bags),
+                           "bags": [{"box": list(b.box), "zone": b.zone, "visible": b.visible} for b in bags]})
+    finally:
+        writer.release()
+    truth = {"video": path.name, "seed": seed, "fps": fps, "width": width, "height": height,
+             "anchor": "bottom_center", "zones": {k: [list(p) for p in v] for k, v in scene_zones(width, height).items()},
+             "frames": frames}
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(truth, indent=1))
+    return json_path
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``dataset OUT_DIR ...`` or ``clip OUT.mp4 ...``."""
+    parser = argparse.ArgumentParser(prog="icegen", description="Synthetic ice-bag scenes with exact ground truth.")
+    actions = parser.add_subparsers(dest="action", required=True)
+    data = actions.add_parser("dataset", help="write a YOLO dataset (images/, labels/, data.yaml)")
+    data.add_argument("out_dir")
+    data.add_argument("--train", type=int, default=1200)
+    data.add_argument("--val", type=int, default=200)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--imgsz", type=int, default=640, help="long side of the saved images")
+    clip = actions.add_parser("clip", help="write a video and its per-frame ground-truth JSON")
+    clip.add_argument("out", help="output video path (.mp4 or .avi)")
+    clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--frames", type=int, default=150)
+    clip.add_argument("--fps", type=float, default=10.0)
+    for sub in (data, clip):
+        sub.add_argument("--width", type=int, default=640)
+        sub.add_argument("--height", type=int, default=480)
+    args = parser.parse_args(argv)
+    if args.action == "dataset":
+        print(write_dataset(args.out_dir, args.train, args.val, args.seed, args.imgsz, args.width, args.height))
+    else:
+        print(write_clip(args.out, args.seed, args.frames, args.fps, args.width, args.height))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

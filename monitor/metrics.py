@@ -35,7 +35,33 @@ class Metrics:
         self.reconnects = Counter("monitor_camera_reconnects", "Reconnect attempts", ["camera"], registry=r)
         self.mqtt_connected = Gauge("monitor_mqtt_connected", "1 while connected to the broker", registry=r)
         self.mqtt_messages = Counter("monitor_mqtt_messages", "MQTT messages by result", ["result"], registry=r)
+        self.inference_skipped_frames = Counter(
+            "monitor_inference_skipped", "Frames whose detections were reused because nothing moved", ["camera"], registry=r
+        )
+        self.escalations = Counter(
+            "monitor_escalations", "Escalations to the multimodal model", ["camera", "reason", "outcome"], registry=r
+        )
+        self.escalation_seconds = Histogram(
+            "monitor_escalation_seconds", "Escalation call time, retries included", ["camera"],
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120), registry=r,
+        )
+        self.escalation_cost = Counter("monitor_escalation_cost", "Estimated money spent on escalations", ["camera"], registry=r)
+        self.escalation_budget = Gauge("monitor_escalation_budget_remaining", "Estimated money left today", registry=r)
+        self.escalation_circuit = Gauge("monitor_escalation_circuit_open", "1 while failures keep escalation off", registry=r)
+        self.count_disagreements = Counter(
+            "monitor_count_disagreement", "Escalations whose model counts differ from the detector's", ["camera"], registry=r
+        )
         self.build_info = Gauge("monitor_build_info", "Version and inference device", ["version", "device"], registry=r)
+        # unattended running (outbox, stale cameras, GPU fallback)
+        self.camera_stale = Gauge("monitor_camera_stale", "1 while the camera's counts are stale (no frames)", ["camera"], registry=r)
+        self.outbox_messages = Gauge("monitor_outbox_messages", "Messages waiting for the broker's acknowledgement", registry=r)
+        self.outbox_oldest = Gauge("monitor_outbox_oldest_seconds", "Age of the oldest unacknowledged message", registry=r)
+        self.outbox_dropped_total = Counter("monitor_outbox_dropped", "Outbox messages dropped by the size policy", ["kind"], registry=r)
+        self.outbox_errors = Counter("monitor_outbox_errors", "Outbox database failures (disk full...)", registry=r)
+        self.outbox_alarm = Gauge("monitor_outbox_full", "1 while the outbox drops events or cannot write", registry=r)
+        self.gpu_fallbacks = Counter("monitor_gpu_fallbacks", "Models moved to the CPU after a CUDA error", ["model"], registry=r)
+        self.safety_events = Counter("monitor_safety_events", "Safety events started", ["camera", "rule"], registry=r)
+        self.safety_active = Gauge("monitor_safety_events_active", "Safety events active now", ["camera", "rule"], registry=r)
 
     def serve(self, host: str, port: int):
         """Start the HTTP endpoint; returns (server, thread) so it can be shut down."""
@@ -62,9 +88,14 @@ class Metrics:
         for stage in ("captured", "processed", "dropped"):
             self.frames.labels(camera, stage)
         self.reconnects.labels(camera)
+        self.inference_skipped_frames.labels(camera)
         self.camera_up.labels(camera).set(0)
+        self.camera_stale.labels(camera).set(0)
         if target_fps:
             self.camera_fps_target.labels(camera).set(target_fps)
+
+    def inference_skipped(self, camera: str) -> None:
+        self.inference_skipped_frames.labels(camera).inc()
 
     def inference_done(self, model: str, seconds: float, batch_size: int) -> None:
         self.inference_seconds.labels(model).observe(seconds)
@@ -82,6 +113,28 @@ class Metrics:
             for direction, n in totals.items():
                 self.line_crossings.labels(camera, line, direction).set(n)
 
+    # --- escalation events ----------------------------------------------------------------
+
+    def escalation(self, camera: str, reason: str, outcome: str, seconds: float | None = None, cost: float = 0.0) -> None:
+        self.escalations.labels(camera, reason, outcome).inc()
+        if seconds is not None:
+            self.escalation_seconds.labels(camera).observe(seconds)
+        if cost:
+            self.escalation_cost.labels(camera).inc(cost)
+
+    def escalation_state(self, budget_remaining: float, circuit_open: bool) -> None:
+        self.escalation_budget.set(budget_remaining)
+        self.escalation_circuit.set(1 if circuit_open else 0)
+
+    def count_disagreement(self, camera: str) -> None:
+        self.count_disagreements.labels(camera).inc()
+
+    def register_escalation(self, camera: str, reasons: tuple[str, ...] = ()) -> None:
+        self.escalation_cost.labels(camera)
+        self.count_disagreements.labels(camera)
+        for reason in reasons:  # zero series, so dashboards and rate() see escalations before the first call
+            self.escalations.labels(camera, reason, "ok")
+
     # --- publishing events ----------------------------------------------------------------
 
     def mqtt_state(self, connected: bool) -> None:
@@ -89,6 +142,38 @@ class Metrics:
 
     def mqtt_message(self, result: str) -> None:
         self.mqtt_messages.labels(result).inc()
+
+    # --- unattended running ---------------------------------------------------------------
+
+    def camera_stale_state(self, camera: str, stale: bool) -> None:
+        self.camera_stale.labels(camera).set(1 if stale else 0)
+
+    def outbox_state(self, messages: int, oldest_s: float) -> None:
+        self.outbox_messages.set(messages)
+        self.outbox_oldest.set(oldest_s)
+
+    def outbox_dropped(self, kind: str, n: int) -> None:
+        self.outbox_dropped_total.labels(kind).inc(n)
+
+    def outbox_error(self) -> None:
+        self.outbox_errors.inc()
+
+    def outbox_full(self, full: bool) -> None:
+        self.outbox_alarm.set(1 if full else 0)
+
+    def register_safety(self, camera: str, rules: list[str]) -> None:
+        for rule in rules:
+            self.safety_events.labels(camera, rule)
+            self.safety_active.labels(camera, rule).set(0)
+
+    def safety_event_started(self, camera: str, rule: str) -> None:
+        self.safety_events.labels(camera, rule).inc()
+
+    def safety_events_active(self, camera: str, rule: str, n: int) -> None:
+        self.safety_active.labels(camera, rule).set(n)
+
+    def gpu_fallback(self, model: str) -> None:
+        self.gpu_fallbacks.labels(model).inc()
 
     def build(self, device: str) -> None:
         self.build_info.labels(__version__, device).set(1)

@@ -15,9 +15,15 @@ from monitor.capture import CameraReader, CameraState
 from monitor.config import AppConfig, CameraConfig, check_model_classes
 from monitor.counting import ALL_ZONES, CountSmoother, raw_counts
 from monitor.detection import Detector, InferenceWorker, load_detectors
+from monitor.escalation import CameraEscalation, build_camera_escalation, build_service
+from monitor.evidence import EvidenceStore
 from monitor.frame import FrameResult
+from monitor.homeassistant import build_discovery
+from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
+from monitor.motion import MotionGate
 from monitor.publishing import CountsTopics, Publisher
+from monitor.safety import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class CameraLoop:
         worker: InferenceWorker,
         publisher: Publisher,
         metrics: Metrics,
+        evidence: EvidenceStore | None = None,
     ):
         self.name = name
         self.config = config
@@ -68,7 +75,14 @@ class CameraLoop:
         self.zones = ZoneMap(config)
         self.lines = LineCounter(config.lines, config.anchor)
         self.smoother = CountSmoother(config.smoothing)
-        self.topics = CountsTopics(app.mqtt, name)
+        self.escalation: CameraEscalation | None = None  # set by Monitor when this camera escalates
+        self.safety = (
+            SafetyEngine(name, config, app.mqtt, detector.class_names, evidence, metrics) if config.safety else None
+        )
+        self.motion = MotionGate(config.motion)
+        self._last_inferred: FrameResult | None = None  # what a frame without motion reuses
+        self.topics = CountsTopics(app.mqtt, name, publisher.last_seq(name))
+        self._stale = False
         self.counted_labels = config.classes or detector.label_set
         self.zone_labels = {
             zone: [label for label in self.counted_labels if not z.classes or label in z.classes]
@@ -84,6 +98,8 @@ class CameraLoop:
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
 
     def start(self) -> None:
+        if self.safety:
+            self.publisher.publish_all(self.safety.initial_messages())
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -98,10 +114,14 @@ class CameraLoop:
         while not self._stop.is_set():
             frame = self.reader.wait_newest(timeout=0.5)
             self.last_progress = time.monotonic()
+            self._update_stale(frame is not None)
             if frame is None:
                 if self.reader.finished:
                     log.info("camera %s: source finished", self.name)
+                    self.close_safety("stream_end")
                     return
+                if self.safety:  # stale_camera rules must fire on a dead stream
+                    self.publisher.publish_all(self.safety.tick())
                 continue
             try:
                 result = self.process(FrameResult(frame, self.labels))
@@ -113,25 +133,72 @@ class CameraLoop:
 
     def process(self, result: FrameResult) -> FrameResult:
         started = time.monotonic()
-        result.detections = self.worker.submit(result.frame.image).result(timeout=INFERENCE_TIMEOUT_S)
+        self._detect(result)
         inferred_at = time.monotonic()
-        result.objects = self.tracker.update(result.detections, result.frame.image)
         object_labels = [self.labels[c] for c in result.objects.class_id.tolist()]
         result.object_zones = self.zones.assign(result.objects, object_labels)
         result.line_totals = self.lines.update(result.objects, object_labels)
         result.raw_counts = raw_counts(result.objects, result.object_zones, object_labels, self.zone_labels)
         result.counts, result.counts_changed = self.smoother.update(result.raw_counts)
         result.timings.update(inference=inferred_at - started, post=time.monotonic() - inferred_at)
+        if self.safety:
+            self.publisher.publish_all(self.safety.update(result))
+        if self.escalation:  # after counting and safety: may override counts, reviews safety events
+            self.publisher.publish_all(self.escalation.step(result, self.safety))
         self._publish(result)
         self.stats.processed += 1
         self.stats.inferred += int(result.inferred)
         return result
 
+    def close_safety(self, reason: str) -> None:
+        """End the active safety events (stream end, shutdown) so the retained active set is not left stale."""
+        if self.safety:
+            self.publisher.publish_all(self.safety.close(reason))
+
+    def _detect(self, result: FrameResult) -> None:
+        """Detections (from the model, or the last inferred frame's when nothing moved) and tracked objects."""
+        previous = self._last_inferred
+        frame = result.frame  # keep-alive on stream time: a file replayed fast is re-checked per 2 s of footage
+        stream_time = frame.media_time if frame.media_time is not None else frame.mono_time
+        if not self.motion.should_infer(frame.image, stream_time) and previous is not None:
+            # the tracker still sees every frame, so tracks confirm and age exactly as without the gate
+            result.detections, result.inferred = previous.detections, False
+            self.metrics.inference_skipped(self.name)
+        else:
+            try:
+                result.detections = self.worker.submit(result.frame.image).result(timeout=INFERENCE_TIMEOUT_S)
+            except Exception:
+                self.motion.reset()
+                raise
+            self._last_inferred = result
+        result.objects = self.tracker.update(result.detections, result.frame.image)
+
+    def _update_stale(self, got_frame: bool) -> None:
+        """No frames: say so (``"stale": true`` in the counts, monitor_camera_stale) instead of freezing old counts."""
+        stale = not got_frame and self.reader.is_stale()
+        if stale == self._stale:
+            if stale and self.last_result and time.monotonic() - self._last_publish >= self.heartbeat_s:
+                self._publish_stale()
+            return
+        self._stale = stale
+        self.metrics.camera_stale_state(self.name, stale)
+        if stale:
+            log.warning("camera %s: no frames; its counts are stale", self.name)
+            if self.last_result:
+                self._publish_stale()
+        else:
+            self._last_publish = 0.0  # fresh counts go out with the next frame
+
+    def _publish_stale(self) -> None:
+        self.publisher.publish_all(self.topics.messages(self.last_result, extra={"stale": True}))
+        self._last_publish = time.monotonic()
+
     def _publish(self, result: FrameResult) -> None:
         now = time.monotonic()
         heartbeat_due = now - self._last_publish >= self.heartbeat_s
         if result.counts_changed or heartbeat_due:
-            self.publisher.publish_all(self.topics.messages(result, force_bare=heartbeat_due))
+            extra = self.escalation.payload_extra if self.escalation else None
+            self.publisher.publish_all(self.topics.messages(result, extra=extra, force_bare=heartbeat_due))
             self._last_publish = now
         self.metrics.counts(self.name, result.counts, result.line_totals)
         self.metrics.frame_processed(self.name, time.monotonic() - result.frame.mono_time)
@@ -156,12 +223,25 @@ class Monitor:
         self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
         self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
+        for camera in config.cameras.values():
+            self.workers[camera.model].clients += 1
         self.publisher = Publisher(config.mqtt, self.metrics)
         self.readers = {name: CameraReader(name, cam, self.metrics) for name, cam in config.cameras.items()}
+        self.evidence = EvidenceStore(config.evidence) if config.evidence.enabled else None
         self.loops = {
-            name: CameraLoop(name, cam, config, self.readers[name], self.workers[cam.model], self.publisher, self.metrics)
+            name: CameraLoop(
+                name, cam, config, self.readers[name], self.workers[cam.model], self.publisher, self.metrics, self.evidence
+            )
             for name, cam in config.cameras.items()
         }
+        self.escalation = build_service(config, self.metrics)
+        for name, cam in config.cameras.items():
+            loop = self.loops[name]
+            loop.escalation = build_camera_escalation(
+                name, cam, config, self.escalation, self.detectors[cam.model], loop.zone_labels, self.metrics
+            )
+        self.home_assistant = build_discovery(config, self.loops) if config.home_assistant.enabled else None
+        self.live_view = build_live_view(config.live_view, config.cameras, self.loops) if config.live_view.enabled else None
         self._http = None
 
     @property
@@ -173,9 +253,18 @@ class Monitor:
         self.metrics.mqtt_state(False)
         for name, camera in self.config.cameras.items():
             self.metrics.register_camera(name, camera.fps)
+            self.metrics.register_safety(name, [rule.key for rule in camera.safety])
+        if self.evidence:
+            self.evidence.prune()
         if self.config.metrics.enabled:
             self._http = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        if self.home_assistant:
+            self.home_assistant.attach(self.publisher)
+        if self.live_view:
+            self.live_view.start()
         self.publisher.start()
+        if self.escalation:
+            self.escalation.start()
         for worker in self.workers.values():
             worker.start()
         for name in self.config.cameras:
@@ -196,11 +285,21 @@ class Monitor:
             loop.stop()
         for worker in self.workers.values():
             worker.stop()
+        if self.escalation:
+            self.escalation.stop()  # answers that came back meanwhile are still published
+            for loop in self.loops.values():
+                if loop.escalation:
+                    self.publisher.publish_all(loop.escalation.drain(loop.safety))
+        for loop in self.loops.values():
+            loop.close_safety("shutdown")
         self.publisher.stop()
         if self._http:
             server, thread = self._http
             server.shutdown()
+            server.server_close()  # free the port: a reload starts a new endpoint on it
             thread.join(5)
+        if self.live_view:
+            self.live_view.stop()
 
     def camera_states(self) -> dict[str, CameraState]:
         return {name: reader.state for name, reader in self.readers.items()}

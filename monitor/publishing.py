@@ -16,15 +16,18 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Callable, Protocol
 
 import paho.mqtt.client as mqtt
 
 from monitor.config import MqttConfig
 from monitor.counting import ALL_ZONES
 from monitor.frame import FrameResult
+from monitor.outbox import OutboxDrain, open_outbox
 
 log = logging.getLogger(__name__)
+
+_PUMP = object()  # wakes the sender thread to hand outbox messages to paho
 
 TOTALS_TOPIC = "totals"
 RESERVED_TOPIC_NAMES = frozenset({"counts", "events", "escalations", "status", TOTALS_TOPIC})
@@ -41,6 +44,7 @@ class Message:
     payload: str
     qos: int
     retain: bool
+    kind: str | None = None  # outbox size policy: "count", "state" or "event"; None: from the topic
 
 
 def iso_utc(wall_time: float) -> str:
@@ -50,10 +54,10 @@ def iso_utc(wall_time: float) -> str:
 class CountsTopics:
     """Builds a camera's count messages; tracks seq and which bare values changed."""
 
-    def __init__(self, config: MqttConfig, camera: str):
+    def __init__(self, config: MqttConfig, camera: str, seq: int = 0):
         self.config = config
         self.camera = camera
-        self.seq = 0
+        self.seq = seq  # the last seq sent; the outbox keeps it across restarts
         self._last_bare: dict[str, int] = {}
 
     def messages(self, result: FrameResult, extra: dict | None = None, force_bare: bool = False) -> list[Message]:
@@ -118,8 +122,14 @@ class Publisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
+        self.outbox = open_outbox(config, events if hasattr(events, "outbox_full") else None)
+        self._drain = OutboxDrain(self.outbox, self._client, config.outbox.inflight) if self.outbox else None
+        self._client.max_inflight_messages_set(config.outbox.inflight)
+        self._stop_deadline = 0.0
+        self._outbox_reported = 0.0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._status_topic = f"{config.prefix}/status"
+        self.on_connect: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to resend discovery
 
     @property
     def where(self) -> str:
@@ -131,7 +141,14 @@ class Publisher:
         self._thread.start()
 
     def publish(self, message: Message) -> None:
-        """Queue a message; never blocks the frame path (a full queue drops the oldest and counts it)."""
+        """Queue a message; never blocks the frame path (a full queue drops the oldest and counts it).
+
+        QoS 1/2 messages go to the durable outbox first and leave it only on the broker's PUBACK.
+        """
+        if self._drain and message.qos > 0:
+            if self.outbox.add(message.topic, message.payload, message.qos, message.retain, message.kind) is not None:
+                self._wake()
+                return
         while True:
             try:
                 self._queue.put_nowait(message)
@@ -144,11 +161,25 @@ class Publisher:
                     pass
 
     def publish_all(self, messages: list[Message]) -> None:
+        durable = [m for m in messages if m.qos > 0] if self._drain else []
+        if durable and self.outbox.add_many(durable):
+            self._wake()
+            messages = [m for m in messages if m.qos == 0]
         for message in messages:
             self.publish(message)
 
+    def last_seq(self, camera: str) -> int:
+        return self.outbox.last_seq(camera) if self.outbox else 0
+
+    def _wake(self) -> None:
+        try:
+            self._queue.put_nowait(_PUMP)
+        except queue.Full:
+            pass  # the sender is busy anyway and pumps after each message
+
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is queued (bounded by ``timeout``), publish ``offline``, disconnect."""
+        self._stop_deadline = time.monotonic() + max(0.5, timeout - 1.0)
         self._queue.put(None)
         self._thread.join(timeout)
         if self.connected.is_set():
@@ -159,14 +190,39 @@ class Publisher:
                 pass
         self._client.disconnect()
         self._client.loop_stop()
+        if self.outbox:
+            self.outbox.close()
 
     def _run(self) -> None:
         while True:
-            message = self._queue.get()
+            try:
+                message = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                message = _PUMP
             if message is None:
+                self._flush_outbox()
                 return
-            self._send(message)
+            if message is not _PUMP:
+                self._send(message)
+            self._pump_outbox()
             self.last_progress = time.monotonic()
+
+    def _pump_outbox(self) -> None:
+        if not self._drain:
+            return
+        self._drain.pump(self.connected.is_set())
+        now = time.monotonic()
+        if now - self._outbox_reported >= 1.0 and hasattr(self.events, "outbox_state"):
+            self._outbox_reported = now
+            self.events.outbox_state(self.outbox.size(), self.outbox.oldest_age())
+
+    def _flush_outbox(self) -> None:
+        """On stop: let what is in flight be acknowledged, until the deadline; the rest waits in the outbox."""
+        while self._drain and self.connected.is_set() and time.monotonic() < self._stop_deadline:
+            self._drain.pump(True)
+            if self._drain.idle():
+                return
+            time.sleep(0.02)
 
     def _send(self, message: Message) -> None:
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
@@ -187,6 +243,8 @@ class Publisher:
         log.info("MQTT connected to %s", self.where)
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self.connected.set()
+        for hook in self.on_connect:
+            hook()
         if self.events:
             self.events.mqtt_state(True)
 
@@ -198,9 +256,13 @@ class Publisher:
             self.events.mqtt_state(False)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("MQTT cannot connect to %s; retrying", self.where)
+        from monitor.service import explain_connect_failure
+
+        log.warning("MQTT cannot connect to %s (%s); retrying", self.where, explain_connect_failure(self.config))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if self._drain and not reason_code.is_failure:
+            self._drain.acknowledged(mid)
         self._count("sent" if not reason_code.is_failure else "failed")
 
     def _count(self, result: str) -> None:

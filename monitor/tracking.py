@@ -39,6 +39,11 @@ class ObjectTracker:
 
     A detection below its class threshold can keep an existing track alive (ByteTrack's second
     stage) but never starts one, so a flickering weak box does not add to the count.
+
+    A detection above its threshold that no confirmed track took (a new object: ByteTrack confirms
+    a track on its second frame) is counted too, untracked (id -1). Otherwise, when frames are far
+    apart (a slow CPU, many cameras), people move too far between processed frames for IoU matching,
+    no track is ever confirmed and the counts would fall to zero.
     """
 
     HIGH = 0.5  # internal score separating the tracker's first and second stage
@@ -58,14 +63,17 @@ class ObjectTracker:
         data = np.column_stack([detections.xyxy, score, detections.class_id]).astype(np.float32)
         tracks = self._tracker.update(UltralyticsBoxes(data, image.shape[:2]), image)
         if len(tracks) == 0:
-            return Boxes.empty()
+            return detections.select(passing)
         source = tracks[:, 7].astype(int)  # the detection each track matched
-        return Boxes(
+        tracked = Boxes(
             tracks[:, :4].astype(np.float32),
             detections.conf[source],
             detections.class_id[source],
             tracks[:, 4].astype(np.int64),
         )
+        unconfirmed = passing.copy()
+        unconfirmed[source] = False
+        return tracked.concat(detections.select(unconfirmed)) if unconfirmed.any() else tracked
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str) -> np.ndarray:

@@ -8,9 +8,14 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
 
 need_apt=()
-for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg; do
+for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg \
+           systemd-analyze:systemd; do  # systemd-analyze: tests/test_service.py checks the unit file
     command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
+# tests/test_resilience.py serves RTSP with GStreamer's RTSP server, run by Debian's own python3 (python3-gi)
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
+    need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null

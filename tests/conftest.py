@@ -39,6 +39,12 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+@pytest.fixture(autouse=True)
+def isolated_state_dir(tmp_path, monkeypatch):
+    """Each test its own state dir: no outbox (unsent messages, persisted seq) leaks between tests."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="session")
 def clip() -> Path:
     if not CLIP.exists():
@@ -154,4 +160,22 @@ def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
 
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cut_clip(clip: Path, path: Path, start: int = 0, count: int = 40, fps: float = 10.0) -> Path:
+    """A lossless (FFV1) copy of clip frames [start, start + count): the same pixels the pipeline decodes."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    writer = None
+    for _ in range(count):
+        ok, image = capture.read()
+        assert ok, f"{clip} has no frame {start + count - 1}"
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, image.shape[1::-1])
+        writer.write(image)
+    writer.release()
+    capture.release()
     return path

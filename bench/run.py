@@ -1,0 +1,420 @@
+"""Benchmark: the monitor against plain Ultralytics on the same frames, model and image size, in one run.
+
+    python -m bench.run --frames 120 --imgsz 640 --cameras 1,2,4 --repeats 2
+
+Each measurement runs in a fresh child process (so CPU time and peak RSS are its own), in an order
+that rotates between repeats (so a noisy neighbour hurts every mode alike). The headline is each
+mode's throughput as a ratio to the plain predict loop of the same repeat (median over repeats).
+
+Modes: predict (a plain ``model.predict`` loop), predict-onnx (the same loop on the ONNX Runtime export,
+built once and cached next to the model), track (``model.track`` with ByteTrack), region
+(``solutions.RegionCounter`` on the camera's zones), counter (``solutions.ObjectCounter`` on its
+line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime: false``, publishing
+to a real Mosquitto started here). Prints a table; writes bench/results/<UTC time>.json and latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PLAIN_MODES = ("predict", "predict-onnx", "track", "region", "counter")
+
+
+# --- shared by parent and child -----------------------------------------------------------------
+
+
+def load_bench_config(config_path: Path, imgsz: int, engine: str):
+    from monitor.config import load_config
+
+    config = load_config(config_path)
+    model_name, model = next(iter(config.models.items()))
+    model = model.model_copy(update={"imgsz": imgsz, "engine": engine})
+    camera_name, camera = next((n, c) for n, c in config.cameras.items() if c.model == model_name)
+    return config, model_name, model, camera_name, camera
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# --- child: one measurement ------------------------------------------------------------------
+
+
+def child(args: argparse.Namespace) -> dict:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config, model_name, model_config, camera_name, camera = load_bench_config(Path(args.config), args.imgsz, args.engine)
+    if args.mode.startswith("monitor-"):
+        return run_monitor(args, config, model_name, model_config, int(args.mode.split("-")[1]))
+    return run_plain(args, model_config, camera)
+
+
+def frames_of(clip: str, limit: int):
+    """Decode the clip's first ``limit`` frames; yields (capture mono time, image)."""
+    import cv2
+
+    capture = cv2.VideoCapture(clip)
+    try:
+        for _ in range(limit):
+            ok, image = capture.read()
+            if not ok:
+                return
+            yield time.monotonic(), image
+    finally:
+        capture.release()
+
+
+def make_plain_step(mode: str, model_config, camera, model_path: str):
+    """A function image -> None doing one frame of the plain Ultralytics way, and its object."""
+    from ultralytics import YOLO
+
+    common = dict(imgsz=model_config.imgsz, conf=model_config.conf, iou=model_config.iou, verbose=False)
+    device = None if model_config.device == "auto" else model_config.device
+    if device:
+        common["device"] = device
+    if mode in ("region", "counter"):
+        from ultralytics import solutions
+        from ultralytics.utils import LOGGER
+
+        LOGGER.setLevel("ERROR")
+        if mode == "region":
+            region = {name: [tuple(p) for p in zone.polygon] for name, zone in camera.zones.items()}
+            solution = solutions.RegionCounter(model=model_path, region=region, show=False, **common)
+        else:
+            line = next(iter(camera.lines.values())).points if camera.lines else [(0, 300), (768, 300)]
+            solution = solutions.ObjectCounter(model=model_path, region=[tuple(p) for p in line], show=False, **common)
+        return solution.process
+    model = YOLO(model_path, task="detect")
+    if mode.startswith("predict"):
+        return lambda image: model.predict(image, agnostic_nms=model_config.agnostic_nms, **common)
+    return lambda image: model.track(image, persist=True, tracker="bytetrack.yaml", **common)
+
+
+def run_plain(args: argparse.Namespace, model_config, camera) -> dict:
+    from monitor.engines import prepare
+
+    if args.mode == "predict-onnx":  # the same loop on the ONNX Runtime export (built once, cached)
+        model_config = model_config.model_copy(update={"engine": "onnx"})
+    model_path = str(prepare("bench", model_config, "cpu", False))
+    step = make_plain_step(args.mode, model_config, camera, model_path)
+    warm = next(frames_of(str(camera.source), 1))[1]
+    step(warm.copy())
+    latencies = []
+    cpu0, started = cpu_seconds(), time.monotonic()
+    for captured, image in frames_of(str(camera.source), args.frames):
+        step(image)
+        latencies.append(time.monotonic() - captured)
+    elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
+    return figures(len(latencies), len(latencies), elapsed, cpu, latencies, [])
+
+
+def run_monitor(args: argparse.Namespace, config, model_name: str, model_config, cameras: int) -> dict:
+    import paho.mqtt.client as mqtt
+
+    from monitor.pipeline import Monitor
+
+    base_name, base = next((n, c) for n, c in config.cameras.items() if c.model == model_name)
+    camera = base.model_copy(update={"realtime": False, "loop": False})
+    mqtt_config = config.mqtt.model_copy(update={"port": args.mqtt_port, "client_id": f"bench-{os.getpid()}"})
+    app = config.model_copy(
+        update={
+            "mqtt": mqtt_config,
+            "metrics": config.metrics.model_copy(update={"enabled": False}),
+            "models": {model_name: model_config},
+            "cameras": {f"{base_name}{i}": camera for i in range(cameras)},
+        }
+    )
+    recorder = Recorder(args.frames * cameras)
+    received: list[float] = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{mqtt_config.prefix}/+/counts", qos=0)
+    subscriber.on_message = lambda c, u, m: m.retain or received.append(time.time() - iso_to_epoch(json.loads(m.payload)["ts"]))
+    subscriber.connect("127.0.0.1", args.mqtt_port)
+    subscriber.loop_start()
+    monitor = Monitor(app, recorder.metrics)
+    monitor.start()  # loads and warms up the model before the cameras start
+    cpu0, started = cpu_seconds(), time.monotonic()
+    recorder.done.wait(timeout=args.frames * cameras * 30)
+    elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
+    time.sleep(0.3)  # the last messages reach the subscriber
+    monitor.stop()
+    subscriber.loop_stop()
+    subscriber.disconnect()
+    out = figures(recorder.processed, recorder.inferences, elapsed, cpu, recorder.latencies, received)
+    out.update(batches=recorder.batches, skipped=recorder.skipped, model_busy=round(recorder.inference_seconds / elapsed, 3))
+    return out
+
+
+def iso_to_epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class Recorder:
+    """A Metrics that also keeps every frame's latency and every batch size, and says when enough frames went."""
+
+    def __init__(self, wanted: int):
+        from monitor.metrics import Metrics
+
+        self.wanted = wanted
+        self.done = threading.Event()
+        self.latencies: list[float] = []
+        self.batches: list[int] = []
+        self.processed = self.inferences = self.skipped = 0
+        self.inference_seconds = 0.0
+        recorder = self
+
+        class RecordingMetrics(Metrics):
+            def frame_processed(self, camera: str, latency_s: float) -> None:
+                super().frame_processed(camera, latency_s)
+                recorder.latencies.append(latency_s)
+                recorder.processed += 1
+                if recorder.processed >= recorder.wanted:
+                    recorder.done.set()
+
+            def inference_done(self, model: str, seconds: float, batch_size: int) -> None:
+                super().inference_done(model, seconds, batch_size)
+                recorder.inferences += 1
+                recorder.batches.append(batch_size)
+                recorder.inference_seconds += seconds
+
+            def inference_skipped(self, camera: str) -> None:
+                super().inference_skipped(camera)
+                recorder.skipped += 1
+
+        self.metrics = RecordingMetrics()
+
+
+def figures(frames: int, calls: int, elapsed: float, cpu: float, latencies: list[float], mqtt_latencies: list[float]) -> dict:
+    ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+    return {
+        "frames": frames,
+        "seconds": round(elapsed, 3),
+        "fps": round(frames / elapsed, 3) if elapsed else 0.0,
+        "inference_calls_per_s": round(calls / elapsed, 3) if elapsed else 0.0,
+        "latency_p50_ms": ms(percentile(latencies, 50)),
+        "latency_p99_ms": ms(percentile(latencies, 99)),
+        "mqtt_latency_p50_ms": ms(percentile(mqtt_latencies, 50)),
+        "mqtt_latency_p99_ms": ms(percentile(mqtt_latencies, 99)),
+        "mqtt_messages": len(mqtt_latencies),
+        "cpu_s_per_frame": round(cpu / frames, 4) if frames else None,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+# --- parent: schedule, aggregate, report ------------------------------------------------------
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+def measure(args: argparse.Namespace, mode: str, mqtt_port: int) -> dict:
+    command = [sys.executable, "-m", "bench.run", "--child", mode, "--mqtt-port", str(mqtt_port)]
+    command += ["--frames", str(args.frames), "--imgsz", str(args.imgsz), "--config", args.config, "--engine", args.engine]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.frames * 60 + 300)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{mode} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def schedule(modes: list[str], repeats: int) -> list[tuple[int, str]]:
+    """Every mode once per repeat, the order rotated each repeat."""
+    return [(r, modes[(i + r) % len(modes)]) for r in range(repeats) for i in range(len(modes))]
+
+
+def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
+    by_repeat: dict[int, dict[str, dict]] = {}
+    for run in runs:
+        by_repeat.setdefault(run["repeat"], {})[run["mode"]] = run
+    summary = {}
+    for mode in modes:
+        own = [r for r in runs if r["mode"] == mode]
+        ratios = [rep[mode]["fps"] / rep["predict"]["fps"] for rep in by_repeat.values() if mode in rep and "predict" in rep]
+        keys = [k for k in own[0] if isinstance(own[0][k], (int, float)) and k not in ("repeat",)]
+        row = {k: _median([r[k] for r in own]) for k in keys}
+        row["fps_vs_predict"] = round(statistics.median(ratios), 3) if ratios else None
+        cpu = [rep[mode]["cpu_s_per_frame"] / rep["predict"]["cpu_s_per_frame"] for rep in by_repeat.values() if mode in rep and "predict" in rep]
+        row["cpu_vs_predict"] = round(statistics.median(cpu), 3) if cpu else None
+        row["fps_runs"] = [r["fps"] for r in own]
+        summary[mode] = row
+    region = summary.get("region", {}).get("fps")
+    for mode, row in summary.items():
+        if mode.startswith("monitor-") and region:
+            regions = [
+                rep[mode]["fps"] / rep["region"]["fps"] for rep in by_repeat.values() if mode in rep and "region" in rep
+            ]
+            row["fps_vs_region"] = round(statistics.median(regions), 3)
+    return summary
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+COLUMNS = [
+    ("mode", "mode", "{}"),
+    ("fps", "fps", "{:.2f}"),
+    ("vs predict", "fps_vs_predict", "{:.3f}"),
+    ("vs region", "fps_vs_region", "{:.3f}"),
+    ("infer/s", "inference_calls_per_s", "{:.2f}"),
+    ("lat p50 ms", "latency_p50_ms", "{:.0f}"),
+    ("lat p99 ms", "latency_p99_ms", "{:.0f}"),
+    ("mqtt p50 ms", "mqtt_latency_p50_ms", "{:.0f}"),
+    ("mqtt p99 ms", "mqtt_latency_p99_ms", "{:.0f}"),
+    ("cpu s/frame", "cpu_s_per_frame", "{:.3f}"),
+    ("cpu vs predict", "cpu_vs_predict", "{:.3f}"),
+    ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+]
+
+
+def table(summary: dict[str, dict]) -> str:
+    rows = [[title for title, _, _ in COLUMNS]]
+    for mode, row in summary.items():
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = mode if key == "mode" else row.get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def parent(args: argparse.Namespace) -> int:
+    cameras = [int(n) for n in args.cameras.split(",") if n]
+    modes = [m for m in args.modes.split(",") if m] + [f"monitor-{n}" for n in cameras]
+    if "predict" not in modes:
+        modes.insert(0, "predict")
+    started = datetime.now(timezone.utc)
+    info = machine()
+    print(f"bench: {args.frames} frames, imgsz {args.imgsz}, engine {args.engine}, modes {modes}, {args.repeats} repeats", flush=True)
+    runs = []
+    with tempfile.TemporaryDirectory() as workdir:
+        broker = Mosquitto(Path(workdir))
+        try:
+            for repeat, mode in schedule(modes, args.repeats):
+                result = measure(args, mode, broker.port)
+                result.update(mode=mode, repeat=repeat)
+                runs.append(result)
+                print(f"  repeat {repeat} {mode:<10} {result['fps']:.2f} fps", flush=True)
+        finally:
+            broker.stop()
+    summary = summarise(runs, modes)
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.run"] + sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("child", "mqtt_port")},
+        "machine": info,
+        "summary": summary,
+        "runs": runs,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(report, indent=2)
+    (RESULTS / f"{stamp}.json").write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    print(table(summary))
+    print(f"written: bench/results/{stamp}.json and bench/results/latest.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=120, help="frames of the clip per camera")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--cameras", default="1,2,4", help="monitor runs with these camera counts")
+    parser.add_argument("--modes", default=",".join(PLAIN_MODES), help="plain Ultralytics modes to compare")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--engine", default="none", choices=["none", "onnx", "openvino", "tensorrt"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in every mode (0: torch's default)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--mqtt-port", type=int, default=0, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.child:
+        args.mode = args.child
+        print(json.dumps(child(args)), flush=True)
+        return 0
+    return parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

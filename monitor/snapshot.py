@@ -1,0 +1,131 @@
+"""Snapshot for setting up zones: one current frame of a camera with its zones, boxes and counts drawn.
+
+An installer runs ``monitor snapshot --camera NAME`` on the host, copies the JPEG off it, reads pixel
+coordinates from any image viewer (``--grid`` draws a labelled coordinate grid), edits the polygons in
+config.yaml and runs it again until the zones sit where they should.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from monitor.capture import describe_source, is_file_source, open_capture, valid_image
+from monitor.config import AppConfig, CameraConfig
+from monitor.counting import ALL_ZONES, raw_counts
+from monitor.frame import Boxes, Counts
+from monitor.tracking import ZoneMap
+
+STREAM_FLUSH_FRAMES = 5  # a live stream's first frames can be stale or half-decoded
+GRID_COLOUR = (200, 200, 200)
+
+
+class SnapshotError(Exception):
+    pass
+
+
+@dataclass
+class Snapshot:
+    image: np.ndarray  # the annotated frame
+    raw: np.ndarray  # the frame as captured
+    objects: Boxes
+    labels: list[str]  # model class index -> label
+    object_zones: list[tuple[str, ...]]
+    counts: Counts
+
+
+def grab_frame(camera: CameraConfig, skip: int = 0, timeout_s: float = 15.0) -> np.ndarray:
+    """One decoded frame from the camera: after ``skip`` frames (and a few more for live streams)."""
+    capture = open_capture(camera.source)
+    try:
+        if not capture.isOpened():
+            raise SnapshotError(f"cannot open {describe_source(camera.source)}")
+        to_skip = skip if is_file_source(camera.source) else skip + STREAM_FLUSH_FRAMES
+        deadline = time.monotonic() + timeout_s
+        frame = None
+        for _ in range(to_skip + 1):
+            ok, image = capture.read()
+            if not ok or valid_image(image, None):
+                if frame is not None or time.monotonic() > deadline:
+                    break
+                continue
+            frame = image
+        if frame is None:
+            raise SnapshotError(f"no usable frame from {describe_source(camera.source)}")
+        return frame
+    finally:
+        capture.release()
+
+
+def zone_labels(camera: CameraConfig, labels: list[str]) -> dict[str, list[str]]:
+    counted = camera.classes or labels
+    out = {zone: [label for label in counted if not z.classes or label in z.classes] for zone, z in camera.zones.items()}
+    out[ALL_ZONES] = list(counted)
+    return out
+
+
+def take_snapshot(app: AppConfig, camera_name: str, skip: int = 0, grid: int = 0) -> Snapshot:
+    """Grab a frame, run the camera's model and zones on it (no tracking: a single frame) and draw the result."""
+    from monitor.annotate import annotate
+    from monitor.detection import Detector
+
+    camera = app.cameras[camera_name]
+    raw = grab_frame(camera, skip)
+    detector = Detector(camera.model, app.models[camera.model])
+    detections = detector.predict([raw])[0]
+    objects = detections.select(detector.thresholds.passing(detections))
+    object_labels = [detector.labels[c] for c in objects.class_id.tolist()]
+    object_zones = ZoneMap(camera).assign(objects, object_labels)
+    counts = raw_counts(objects, object_zones, object_labels, zone_labels(camera, detector.label_set))
+    base = draw_grid(raw.copy(), grid) if grid else raw.copy()
+    zones = {name: zone.polygon for name, zone in camera.zones.items()}
+    image = annotate(base, zones, objects, detector.labels, counts=counts, title=f"{camera_name}  {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    return Snapshot(image, raw, objects, detector.labels, object_zones, counts)
+
+
+def draw_grid(image: np.ndarray, step: int) -> np.ndarray:
+    """Thin lines every ``step`` pixels, labelled with their coordinate, to read polygon points off the image."""
+    height, width = image.shape[:2]
+    for x in range(step, width, step):
+        cv2.line(image, (x, 0), (x, height - 1), GRID_COLOUR, 1)
+        cv2.putText(image, str(x), (x + 2, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, GRID_COLOUR, 1, cv2.LINE_AA)
+    for y in range(step, height, step):
+        cv2.line(image, (0, y), (width - 1, y), GRID_COLOUR, 1)
+        cv2.putText(image, str(y), (2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, GRID_COLOUR, 1, cv2.LINE_AA)
+    return image
+
+
+def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise SnapshotError(f"cannot encode {path} as JPEG")
+    path.write_bytes(data.tobytes())
+
+
+def describe(app: AppConfig, camera_name: str, snapshot: Snapshot) -> list[str]:
+    """What the command prints: image size, each zone's and line's coordinates, and the counts."""
+    camera = app.cameras[camera_name]
+    height, width = snapshot.raw.shape[:2]
+    lines = [f"camera {camera_name}: {width}x{height} from {describe_source(camera.source)}"]
+    lines.append(f"{len(snapshot.objects)} objects: " + format_counts(snapshot.counts.get(ALL_ZONES, {})))
+    for row in range(len(snapshot.objects)):
+        x1, y1, x2, y2 = (round(float(v)) for v in snapshot.objects.xyxy[row])
+        label = snapshot.labels[int(snapshot.objects.class_id[row])]
+        zones = ", ".join(snapshot.object_zones[row]) or "-"
+        lines.append(f"  {label} {snapshot.objects.conf[row]:.2f} box [{x1}, {y1}, {x2}, {y2}] zones: {zones}")
+    for name, zone in camera.zones.items():
+        points = ", ".join(f"[{x:g}, {y:g}]" for x, y in zone.polygon)
+        lines.append(f"zone {name}: polygon [{points}]  counts: {format_counts(snapshot.counts.get(name, {}))}")
+    for name, line in camera.lines.items():
+        (x0, y0), (x1, y1) = line.points
+        lines.append(f"line {name}: points [[{x0:g}, {y0:g}], [{x1:g}, {y1:g}]]")
+    return lines
+
+
+def format_counts(per_label: dict[str, int]) -> str:
+    return ", ".join(f"{label}={n}" for label, n in per_label.items()) or "-"

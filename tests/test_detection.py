@@ -1,0 +1,204 @@
+"""Detection: batching across cameras, per-class thresholds, agnostic NMS, model loading, ONNX export."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.config import ModelConfig
+from monitor.detection import Detector, InferenceWorker, ModelLoadError, load_model
+from monitor.engines import cached_path, prepare
+from monitor.frame import Boxes
+from monitor.metrics import Metrics
+
+IMGSZ = 320  # small: these tests check behaviour, not accuracy
+JACKET = (70, 480, 170, 540)  # the yellow jacket on the lawn, which the model calls Fall at 0.45-0.53
+
+
+@pytest.fixture(scope="module")
+def frames(clip) -> dict[int, np.ndarray]:
+    """Frames 0, 100, 200, 300 of the street clip: four 'cameras' with different scenes."""
+    capture = cv2.VideoCapture(str(clip))
+    out = {}
+    for index in range(301):
+        ok, image = capture.read()
+        assert ok
+        if index % 100 == 0:
+            out[index] = image
+    capture.release()
+    return out
+
+
+def model_config(path, **overrides) -> ModelConfig:
+    settings = dict(path=path, device="cpu", imgsz=IMGSZ, conf=0.35, class_conf={"Fall": 0.6}, warmup=False)
+    return ModelConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def detector(person_model) -> Detector:
+    return Detector("person", model_config(person_model))
+
+
+def same_boxes(a: Boxes, b: Boxes, atol: float) -> bool:
+    return (
+        len(a) == len(b)
+        and np.array_equal(a.class_id, b.class_id)
+        and np.allclose(a.xyxy, b.xyxy, atol=atol)
+        and np.allclose(a.conf, b.conf, atol=atol / 100)
+    )
+
+
+# --- batching ----------------------------------------------------------------------------------
+
+
+def test_worker_batches_frames_from_several_cameras(detector, frames):
+    batched_config = detector.config.model_copy(update={"max_batch": 4, "batch_wait_ms": 500})
+    batched = Detector.__new__(Detector)
+    batched.__dict__.update({**detector.__dict__, "config": batched_config})
+    metrics = Metrics()
+    worker = InferenceWorker(batched, metrics)
+    worker.start()
+    try:
+        futures = [worker.submit(image) for image in frames.values()]  # four cameras submit at once
+        outputs = [future.result(timeout=120) for future in futures]
+    finally:
+        worker.stop()
+    calls = metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"})
+    frames_served = metrics.registry.get_sample_value("monitor_inference_batch_size_sum", {"model": "person"})
+    assert (calls, frames_served) == (1, 4)
+    singles = [detector.predict([image])[0] for image in frames.values()]
+    for batched_boxes, single in zip(outputs, singles):
+        assert len(single) > 0
+        assert same_boxes(batched_boxes, single, atol=0.5)
+
+
+def test_worker_never_exceeds_max_batch(detector, frames):
+    small_config = detector.config.model_copy(update={"max_batch": 2, "batch_wait_ms": 500})
+    small = Detector.__new__(Detector)
+    small.__dict__.update({**detector.__dict__, "config": small_config})
+    metrics = Metrics()
+    worker = InferenceWorker(small, metrics)
+    worker.start()
+    try:
+        for future in [worker.submit(image) for image in frames.values()]:
+            future.result(timeout=120)
+    finally:
+        worker.stop()
+    assert metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"}) == 2
+    assert metrics.registry.get_sample_value("monitor_inference_batch_size_bucket", {"model": "person", "le": "2.0"}) == 2
+
+
+def test_worker_takes_at_most_one_frame_per_camera(detector, frames):
+    patient_config = detector.config.model_copy(update={"max_batch": 8, "batch_wait_ms": 500})
+    patient = Detector.__new__(Detector)
+    patient.__dict__.update({**detector.__dict__, "config": patient_config})
+    metrics = Metrics()
+    worker = InferenceWorker(patient, metrics)
+    worker.clients = 2  # two cameras: a batch of two is complete, no need to wait for more
+    worker.start()
+    try:
+        for future in [worker.submit(image) for image in frames.values()]:
+            future.result(timeout=120)
+    finally:
+        worker.stop()
+    assert metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"}) == 2
+    assert metrics.registry.get_sample_value("monitor_inference_batch_size_sum", {"model": "person"}) == 4
+
+
+# --- thresholds and NMS ------------------------------------------------------------------------
+
+
+def test_per_class_thresholds_drop_the_middling_fall_but_keep_people(person_model, frames):
+    detector = Detector("person", model_config(person_model, imgsz=640))
+    assert detector.thresholds.by_class.tolist() == pytest.approx([0.35, 0.6])
+    boxes = detector.predict([frames[0]])[0]
+    x = (boxes.xyxy[:, 0] + boxes.xyxy[:, 2]) / 2
+    y = (boxes.xyxy[:, 1] + boxes.xyxy[:, 3]) / 2
+    on_jacket = (x > JACKET[0]) & (x < JACKET[2]) & (y > JACKET[1]) & (y < JACKET[3])
+    fall = detector.class_names.index("Fall")
+    jacket = on_jacket & (boxes.class_id == fall)
+    assert jacket.any(), "the model sees the jacket as Fall"
+    assert ((boxes.conf[jacket] > 0.35) & (boxes.conf[jacket] < 0.6)).all()
+    passing = detector.thresholds.passing(boxes)
+    assert not passing[jacket].any()
+    people = (boxes.class_id == detector.class_names.index("Normal")) & (boxes.conf >= 0.35)
+    assert people.sum() >= 3 and passing[people].all()
+
+
+def overlapping_pairs_of_different_classes(boxes: Boxes) -> int:
+    from ultralytics.utils.metrics import box_iou
+    import torch
+
+    xyxy = torch.from_numpy(boxes.xyxy)
+    iou = box_iou(xyxy, xyxy).numpy()
+    different = boxes.class_id[:, None] != boxes.class_id[None, :]
+    return int(np.triu((iou > 0.5) & different, 1).sum())
+
+
+def test_agnostic_nms_keeps_one_box_where_two_classes_overlap(person_model, frames):
+    per_class = Detector("person", model_config(person_model, imgsz=640, agnostic_nms=False)).predict([frames[0]])[0]
+    agnostic = Detector("person", model_config(person_model, imgsz=640, agnostic_nms=True)).predict([frames[0]])[0]
+    assert overlapping_pairs_of_different_classes(per_class) >= 1  # one object seen as Normal and as Fall
+    assert overlapping_pairs_of_different_classes(agnostic) == 0
+    assert len(agnostic) == len(per_class) - overlapping_pairs_of_different_classes(per_class)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"models\.person\.path: file not found: .*nowhere\.pt"):
+        load_model("person", model_config(tmp_path / "nowhere.pt"))
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded in its place
+
+
+def test_empty_and_corrupt_model_files_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    with pytest.raises(ModelLoadError, match=r"models\.person\.path: file is empty"):
+        load_model("person", model_config(empty))
+    corrupt = tmp_path / "yolov8n.pt"  # a name Ultralytics would happily download, were it allowed to
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelLoadError, match=r"models\.person\.path: cannot load .*yolov8n\.pt"):
+        load_model("person", model_config(corrupt))
+    assert corrupt.stat().st_size == 4096
+
+
+def test_tensorrt_without_a_gpu_is_a_clear_error(tmp_path, person_model):
+    model = tmp_path / "person.pt"
+    shutil.copy(person_model, model)
+    with pytest.raises(ModelLoadError, match=r"models\.person\.engine: tensorrt needs a CUDA device"):
+        load_model("person", model_config(model, engine="tensorrt"), device="cpu")
+
+
+# --- ONNX export -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_detector(tmp_path_factory, person_model) -> Detector:
+    model = tmp_path_factory.mktemp("model") / "person.pt"
+    shutil.copy(person_model, model)
+    return Detector("person", model_config(model, engine="onnx", max_batch=4))
+
+
+def test_onnx_export_is_cached_next_to_the_model(onnx_detector):
+    config = onnx_detector.config
+    expected = cached_path(config.path, "onnx", "any", IMGSZ, 4, False)
+    assert expected.is_file() and expected.parent == config.path.parent / "person.engines"
+    built = expected.stat().st_mtime_ns
+    assert prepare("person", config, "cpu", False) == expected
+    assert expected.stat().st_mtime_ns == built  # reused, not rebuilt
+    assert sorted(p.name for p in config.path.parent.iterdir()) == ["person.engines", "person.pt"]
+
+
+def test_onnx_predicts_the_same_boxes_as_pytorch(onnx_detector, detector, frames):
+    assert not onnx_detector.is_pytorch
+    images = list(frames.values())
+    from_onnx = onnx_detector.predict(images)  # a batch of 4 through the dynamic-batch export
+    from_torch = detector.predict(images)
+    for a, b in zip(from_onnx, from_torch):
+        assert len(b) > 0
+        assert same_boxes(a, b, atol=1.0)
