@@ -202,3 +202,14 @@ def test_onnx_predicts_the_same_boxes_as_pytorch(onnx_detector, detector, frames
     for a, b in zip(from_onnx, from_torch):
         assert len(b) > 0
         assert same_boxes(a, b, atol=1.0)
+
+
+def test_threads_sets_torch_intra_op_threads_for_cpu_inference(person_model):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        Detector("person", model_config(person_model, threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
