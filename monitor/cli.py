@@ -41,12 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", "-o", required=True, help="folder to write")
     export.add_argument("--val-fraction", type=float, default=0.2)
     export.add_argument("--include-disagreements", action="store_true", help="also frames whose boxes disagree with the model")
+
+    from monitor.training import add_commands  # dataset import, train, evaluate
+
+    add_commands(commands, dataset_commands)
+    generate = commands.add_parser("generate", add_help=False, help="synthetic ice-store frames: `generate dataset|clip ...` (--help)")
+    generate.add_argument("icegen_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["generate"]:  # monitor.icegen parses its own arguments (and --help)
+        from monitor.icegen import main as generate
+
+        return generate(argv[1:])
     args = build_parser().parse_args(argv)
     handlers = {"run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "dataset": cmd_dataset}
+    handlers.update(train=cmd_train, evaluate=cmd_evaluate)
     return handlers[args.command](args)
 
 
@@ -120,5 +132,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     from monitor.dataset import cmd_export
+    from monitor.training import cmd_import
 
-    return cmd_export(args)
+    return cmd_import(args) if args.dataset_command == "import" else cmd_export(args)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monitor.training import cmd_train as train
+
+    return train(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from monitor.training import cmd_evaluate as evaluate
+
+    return evaluate(args)

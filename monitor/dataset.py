@@ -189,20 +189,14 @@ def export_dataset(source: Path, out: Path, val_fraction: float = 0.2, include_d
             if name not in names:
                 names.append(name)
         chosen.append((jpg, record, boxes))
-    for sub in ("images/train", "images/val", "labels/train", "labels/val"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
-    for i, (jpg, record, boxes) in enumerate(chosen):
-        splits = ["val"] if every and i % every == every - 1 else ["train"]
-        if len(chosen) == 1 or (every and i == len(chosen) - 1 and summary.val == 0):
-            splits = ["train", "val"]  # Ultralytics needs both splits; a lone frame serves as both
+    make_split_dirs(out)
+    for (jpg, record, boxes), splits in zip(chosen, assign_splits(len(chosen), val_fraction)):
         for split in splits:
             _write_frame(out, split, jpg, record, boxes, names)
             setattr(summary, split, getattr(summary, split) + 1)
         summary.boxes += len(boxes)
     summary.names = names
-    data = {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": dict(enumerate(names))}
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_data_yaml(out, names)
     if summary.review:
         (out / "review.txt").write_text("\n".join(summary.review) + "\n")
     return summary
@@ -222,9 +216,34 @@ def _load_records(source: Path, summary: ExportSummary) -> list[tuple[Path, dict
     return records
 
 
+def make_split_dirs(out: Path) -> None:
+    for sub in ("images/train", "images/val", "labels/train", "labels/val"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def assign_splits(count: int, val_fraction: float) -> list[list[str]]:
+    """Per item, the splits it goes to: every ``1/val_fraction``-th to val, the rest to train."""
+    every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
+    out = [["val"] if every and i % every == every - 1 else ["train"] for i in range(count)]
+    if count == 1 or (every and count and ["val"] not in out[:-1]):
+        out[-1] = ["train", "val"]  # Ultralytics needs both splits; a lone frame serves as both
+    return out
+
+
+def write_data_yaml(out: Path, names: list[str]) -> Path:
+    data = {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": dict(enumerate(names))}
+    path = out / "data.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_pair(out: Path, split: str, stem: str, image: Path, lines: list[str]) -> None:
+    """One image (copied as is) and its YOLO label lines into a split."""
+    shutil.copyfile(image, out / "images" / split / f"{stem}{image.suffix.lower()}")
+    (out / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
 def _write_frame(out: Path, split: str, jpg: Path, record: dict, boxes: list[dict], names: list[str]) -> None:
-    stem = f"{jpg.parent.name}_{jpg.stem}"
-    shutil.copyfile(jpg, out / "images" / split / f"{stem}.jpg")
     w, h = record["width"], record["height"]
     lines = []
     for box in boxes:
@@ -233,7 +252,7 @@ def _write_frame(out: Path, split: str, jpg: Path, record: dict, boxes: list[dic
             continue
         cls = names.index(record["class_names"][box["class_id"]])
         lines.append(f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-    (out / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    write_pair(out, split, f"{jpg.parent.name}_{jpg.stem}", jpg, lines)
 
 
 def cmd_export(args) -> int:

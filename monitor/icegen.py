@@ -1047,7 +1047,7 @@ def write_clip(path: str | Path, seed: int = 0, n_frames: int = 150, fps: float 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``dataset OUT_DIR ...`` or ``clip OUT.mp4 ...``."""
-    parser = argparse.ArgumentParser(prog="icegen", description="Synthetic ice-bag scenes with exact ground truth.")
+    parser = argparse.ArgumentParser(prog="monitor generate", description="Synthetic ice-bag scenes with exact ground truth.")
     actions = parser.add_subparsers(dest="action", required=True)
     data = actions.add_parser("dataset", help="write a YOLO dataset (images/, labels/, data.yaml)")
     data.add_argument("out_dir")

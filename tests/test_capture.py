@@ -93,7 +93,7 @@ def test_lossless_file_playback_delivers_every_frame_in_order_and_fast(short_cli
     assert [f.index for f in frames] == list(range(CLIP_FRAMES))
     assert sample(metrics, "monitor_frames_total", camera="bench", stage="captured") == CLIP_FRAMES
     assert sample(metrics, "monitor_frames_total", camera="bench", stage="dropped") == 0
-    assert elapsed < CLIP_FRAMES / 10 / 2, "lossless playback waited on the clip's clock"
+    assert elapsed < CLIP_FRAMES / 10 * 0.75, "lossless playback waited on the clip's clock (4 s at 10 fps)"
     assert reader.state == CameraState.ENDED and reader.finished
     reference = cv2.VideoCapture(str(short_clip))
     for frame in frames[:3]:

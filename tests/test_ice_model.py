@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -111,12 +110,9 @@ def test_one_epoch_fine_tune_from_the_bundled_model_on_cpu(tmp_path, monkeypatch
     # check_det_dataset asks for Arial.ttf over the network even offline; plots are off
     monkeypatch.setattr(data_utils, "check_font", lambda *a, **k: None)
     data = icegen.write_dataset(tmp_path / "tiny", n_train=16, n_val=4, seed=31, imgsz=160)
-    started = time.monotonic()
     model = YOLO(str(MODEL))
     model.train(data=str(data), epochs=1, imgsz=160, batch=8, device="cpu", workers=0, amp=False, plots=False,
                 project=str(tmp_path / "runs"), name="finetune", exist_ok=True, seed=0, verbose=False)
-    elapsed = time.monotonic() - started
-    assert elapsed < 300, f"fine-tune took {elapsed:.0f} s"
     weights = Path(model.trainer.save_dir) / "weights"
     tuned = YOLO(str(weights / "last.pt"))
     assert tuned.names == {0: "ice_bag"}

@@ -67,11 +67,10 @@ def set_single_thread() -> None:
 
 
 def disable_font_download() -> None:
-    """check_det_dataset() calls check_font('Arial.ttf'), which sends a request even with
-    YOLO_OFFLINE=1; plots are off, so the font is never needed."""
-    import ultralytics.data.utils as data_utils
+    """check_det_dataset() would try to download Arial.ttf even with YOLO_OFFLINE=1 (see monitor.training)."""
+    from monitor.training import offline_ultralytics
 
-    data_utils.check_font = lambda *args, **kwargs: None
+    offline_ultralytics()
 
 
 def make_datasets(recipe: Recipe, work: Path) -> tuple[Path, Path]:

@@ -1,0 +1,328 @@
+"""A site's own model: import labelled frames, fine-tune with Ultralytics, evaluate.
+
+``monitor dataset import``  a folder of frames with YOLO .txt labels -> train/val dataset + data.yaml
+``monitor train``           fine-tune (or train) on CPU or GPU; best weights -> ``--out``; metrics JSON beside them
+``monitor evaluate``        mAP50 (and mAP50-95, precision, recall) of a model on a dataset's val split
+
+Offline: nothing is downloaded (YOLO_OFFLINE=1, the Arial.ttf font check disabled, AMP's check model not fetched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor.dataset import assign_splits, make_split_dirs, write_data_yaml, write_pair
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class TrainingError(Exception):
+    """Bad input to import/train/evaluate: a missing file, a bad label line (named with file and line)."""
+
+
+def offline_ultralytics() -> None:
+    """Keep Ultralytics from reaching the network.
+
+    check_det_dataset() calls check_font('Arial.ttf'), which tries a download even with YOLO_OFFLINE=1;
+    plots are off everywhere here, so the font is never needed.
+    """
+    os.environ["YOLO_OFFLINE"] = "1"
+    import ultralytics.data.utils as data_utils
+
+    data_utils.check_font = lambda *args, **kwargs: None
+
+
+# --- import -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportSummary:
+    train: int = 0
+    val: int = 0
+    boxes: int = 0
+    unlabelled: list[str] = field(default_factory=list)  # images without a label file (left out)
+    problems: list[str] = field(default_factory=list)  # bad label lines (their images left out)
+
+
+def find_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def label_file_for(image: Path, images: Path, labels: Path | None) -> Path | None:
+    """The label file of an image: in --labels (same relative path, or by name), beside the image,
+    or in the Ultralytics layout (``.../images/...`` -> ``.../labels/...``)."""
+    relative = image.relative_to(images).with_suffix(".txt")
+    candidates = [labels / relative, labels / relative.name] if labels else []
+    candidates.append(image.with_suffix(".txt"))
+    parts = list(image.with_suffix(".txt").parts)
+    if "images" in parts:
+        at = len(parts) - 1 - parts[::-1].index("images")
+        candidates.append(Path(*parts[:at], "labels", *parts[at + 1 :]))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def parse_label_lines(path: Path, n_classes: int) -> list[str]:
+    """Validated, normalised YOLO lines ``class xc yc w h``; TrainingError naming file:line for a bad one."""
+    lines = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        if not raw.strip():
+            continue
+        fields = raw.split()
+        where = f"{path}:{number}"
+        if len(fields) != 5:
+            raise TrainingError(f"{where}: expected 'class x_centre y_centre width height', got {raw.strip()!r}")
+        try:
+            cls, values = int(fields[0]), [float(v) for v in fields[1:]]
+        except ValueError:
+            raise TrainingError(f"{where}: not numbers: {raw.strip()!r}") from None
+        if not 0 <= cls < n_classes:
+            raise TrainingError(f"{where}: class {cls} out of range (--names gives {n_classes} classes: 0..{n_classes - 1})")
+        if not all(0.0 <= v <= 1.0 for v in values) or values[2] <= 0 or values[3] <= 0:
+            raise TrainingError(f"{where}: coordinates must be normalised to 0..1 with width, height > 0: {raw.strip()!r}")
+        lines.append(f"{cls} " + " ".join(f"{v:.6f}" for v in values))
+    return lines
+
+
+def import_labelled(images: Path, labels: Path | None, names: list[str], out: Path, val_fraction: float = 0.2) -> ImportSummary:
+    """Write ``out/images/{train,val}``, ``out/labels/{train,val}`` and ``out/data.yaml`` from labelled frames.
+
+    An empty label file is a frame with nothing to find (kept: it teaches the model what is not an object);
+    an image without a label file is left out and listed; a bad label line leaves its image out and is listed.
+    """
+    if out.resolve() == images.resolve() or images.resolve() in out.resolve().parents:
+        raise TrainingError(f"--out {out} must not be inside --images {images}")
+    summary = ImportSummary()
+    chosen: list[tuple[Path, list[str]]] = []
+    for image in find_images(images):
+        label = label_file_for(image, images, labels)
+        if label is None:
+            summary.unlabelled.append(str(image))
+            continue
+        try:
+            chosen.append((image, parse_label_lines(label, len(names))))
+        except TrainingError as error:
+            summary.problems.append(str(error))
+    make_split_dirs(out)
+    for (image, lines), splits in zip(chosen, assign_splits(len(chosen), val_fraction)):
+        stem = "_".join(image.relative_to(images).with_suffix("").parts)
+        for split in splits:
+            write_pair(out, split, stem, image, lines)
+            setattr(summary, split, getattr(summary, split) + 1)
+        summary.boxes += len(lines)
+    write_data_yaml(out, names)
+    return summary
+
+
+# --- train and evaluate ----------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _check_inputs(data: Path, model: str) -> None:
+    if not data.is_file():
+        raise TrainingError(f"--data {data}: no such file (a data.yaml, e.g. from `monitor dataset import`)")
+    if not model.endswith(".yaml") and not Path(model).is_file():
+        raise TrainingError(f"--model {model}: no such file (nothing is downloaded; give a .pt, or a .yaml architecture)")
+
+
+def trained_imgsz(model) -> int | None:
+    """The image size a checkpoint was trained at (None: unknown)."""
+    args = (getattr(model, "ckpt", None) or {}).get("train_args") or {}
+    size = args.get("imgsz")
+    return int(size) if isinstance(size, (int, float)) else None
+
+
+def evaluate(model_path: str | Path, data: Path, imgsz: int | None = None, device: str = "auto", batch: int = 16) -> dict:
+    """Detection metrics of a model on the dataset's val split."""
+    offline_ultralytics()
+    _check_inputs(Path(data), str(model_path))
+    from ultralytics import YOLO
+
+    model = YOLO(str(model_path))
+    imgsz = imgsz or trained_imgsz(model) or 640
+    with tempfile.TemporaryDirectory(prefix="monitor-val-") as scratch:
+        result = model.val(data=str(data), split="val", imgsz=imgsz, batch=batch, device=resolve_device(device),
+                           workers=0, plots=False, verbose=False, project=scratch, name="val", exist_ok=True)
+    box = result.box
+    return {"data": str(data), "imgsz": imgsz, "images": _val_images(data), "boxes": int(sum(result.nt_per_class)),
+            "map50": round(float(box.map50), 4), "map50_95": round(float(box.map), 4),
+            "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4),
+            "class_names": {str(k): v for k, v in model.names.items()}}
+
+
+def _val_images(data: Path) -> int:
+    from ultralytics.data.utils import check_det_dataset
+
+    val = check_det_dataset(str(data))["val"]
+    return sum(len(find_images(Path(v))) if Path(v).is_dir() else 1 for v in (val if isinstance(val, list) else [val]))
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: Path
+    model: str
+    out: Path
+    epochs: int = 30
+    imgsz: int = 640
+    batch: int = 16
+    device: str = "auto"
+    workers: int = 0
+    patience: int = 50
+    amp: bool = False
+    runs: Path = Path("runs")
+    extra: dict = field(default_factory=dict)
+
+
+def train(request: TrainRequest) -> dict:
+    """Train from request.model, copy the best weights to request.out, evaluate them, write the metrics JSON."""
+    offline_ultralytics()
+    _check_inputs(request.data, request.model)
+    from ultralytics import YOLO
+
+    device = resolve_device(request.device)
+    started = time.monotonic()
+    model = YOLO(request.model)
+    model.train(data=str(request.data), epochs=request.epochs, imgsz=request.imgsz, batch=request.batch, device=device,
+                workers=request.workers, patience=request.patience, amp=request.amp, plots=False, verbose=False,
+                project=str(request.runs.resolve()), name=request.out.stem, exist_ok=True, **request.extra)
+    seconds = time.monotonic() - started
+    weights = Path(model.trainer.save_dir) / "weights"
+    best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, request.out)
+    metrics = {
+        "model": str(request.out), "base": request.model, "data": str(request.data),
+        "training": {"epochs": request.epochs, "imgsz": request.imgsz, "batch": request.batch, "device": device,
+                     "seconds": round(seconds, 1), "run_dir": str(model.trainer.save_dir), "weights": best.name},
+        "detection": evaluate(request.out, request.data, request.imgsz, request.device, request.batch),
+        "software": _software(),
+    }
+    metrics_path(request.out).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def metrics_path(weights: Path) -> Path:
+    """models/site.pt -> models/site.metrics.json (as models/ice-bags.metrics.json)."""
+    return weights.with_name(weights.stem + ".metrics.json")
+
+
+def _software() -> dict:
+    import torch
+    import ultralytics
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__}
+
+
+# --- commands ------------------------------------------------------------------------------------------------
+
+
+def _limit_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _describe(detection: dict) -> str:
+    return (f"mAP50 {detection['map50']:.3f}  mAP50-95 {detection['map50_95']:.3f}  precision {detection['precision']:.3f}  "
+            f"recall {detection['recall']:.3f}  ({detection['images']} val images, {detection['boxes']} boxes, imgsz {detection['imgsz']})")
+
+
+def cmd_import(args) -> int:
+    """``monitor dataset import --images DIR [--labels DIR] --names a,b --out DIR``: 0 written, 1 nothing usable, 2 usage."""
+    names = [n.strip() for given in args.names for n in given.split(",") if n.strip()]
+    images = Path(args.images)
+    if not images.is_dir() or not names or not 0 <= args.val_fraction < 1:
+        print("dataset import: --images must be a folder, --names non-empty, --val-fraction in [0, 1)", file=sys.stderr)
+        return EXIT_USAGE
+    labels = Path(args.labels) if args.labels else None
+    try:
+        summary = import_labelled(images, labels, names, Path(args.out), args.val_fraction)
+    except TrainingError as error:
+        print(f"dataset import: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for problem in summary.problems:
+        print(f"left out: {problem}", file=sys.stderr)
+    if summary.unlabelled:
+        print(f"left out {len(summary.unlabelled)} images without a label file, e.g. {summary.unlabelled[0]}", file=sys.stderr)
+    print(f"{Path(args.out) / 'data.yaml'}: {summary.train} train and {summary.val} val images, "
+          f"{summary.boxes} boxes, classes {names}")
+    return 0 if summary.train else EXIT_FAILED
+
+
+def cmd_train(args) -> int:
+    _limit_threads(args.threads)
+    request = TrainRequest(data=Path(args.data), model=args.model, out=Path(args.out), epochs=args.epochs, imgsz=args.imgsz,
+                           batch=args.batch, device=args.device, workers=args.workers, patience=args.patience,
+                           amp=args.amp, runs=Path(args.runs))
+    try:
+        metrics = train(request)
+    except TrainingError as error:
+        print(f"train: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {request.out} ({metrics['training']['seconds']:.0f} s on {metrics['training']['device']}) "
+          f"and {metrics_path(request.out)}")
+    print(_describe(metrics["detection"]))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _limit_threads(args.threads)
+    try:
+        detection = evaluate(args.model, Path(args.data), args.imgsz, args.device, args.batch)
+    except TrainingError as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.model} on {args.data}:")
+    print(_describe(detection))
+    if args.json:
+        Path(args.json).write_text(json.dumps(detection, indent=2) + "\n")
+    return 0
+
+
+def add_commands(commands, dataset_commands) -> None:
+    """The argparse subcommands ``train``, ``evaluate`` and ``dataset import``."""
+    imp = dataset_commands.add_parser("import", help="a site's labelled frames (YOLO .txt) -> a train/val dataset + data.yaml")
+    imp.add_argument("--images", required=True, help="folder of frames (searched recursively)")
+    imp.add_argument("--labels", default=None, help="folder of .txt labels (default: beside the images, or images/ -> labels/)")
+    imp.add_argument("--names", required=True, action="append", help="class names in class-id order: ice_bag or a,b,c")
+    imp.add_argument("--out", "-o", required=True)
+    imp.add_argument("--val-fraction", type=float, default=0.2)
+
+    common = {"--device": {"default": "auto", "help": "auto (first CUDA GPU, else cpu), cpu, 0, cuda:1"},
+              "--batch": {"type": int, "default": 16},
+              "--threads": {"type": int, "default": None, "help": "torch CPU threads (default: torch's)"}}
+    tr = commands.add_parser("train", help="fine-tune a YOLO model on a dataset; best weights to --out")
+    tr.add_argument("--data", required=True, help="data.yaml (from `monitor dataset import` or `export`)")
+    tr.add_argument("--model", required=True, help="starting weights, e.g. models/ice-bags.pt (or an architecture .yaml)")
+    tr.add_argument("--out", "-o", required=True, help="where the best weights go, e.g. models/site.pt")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--imgsz", type=int, default=640)
+    tr.add_argument("--workers", type=int, default=0, help="data loader processes")
+    tr.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
+    tr.add_argument("--amp", action="store_true", help="mixed precision on a GPU (Ultralytics' check wants a download)")
+    tr.add_argument("--runs", default="runs", help="Ultralytics run folders (plots off; weights, results.csv)")
+    ev = commands.add_parser("evaluate", help="mAP50 of a model on a dataset's val split")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--imgsz", type=int, default=None, help="default: the size the model was trained at")
+    ev.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    for parser in (tr, ev):
+        for flag, kwargs in common.items():
+            parser.add_argument(flag, **kwargs)
+
