@@ -908,8 +908,12 @@ class CameraEscalation:
         self._published: Counts | None = None
 
     def step(self, result: FrameResult, safety: SafetyReview | None = None) -> list[Message]:
-        """Apply arrived answers, reconcile counts (may change ``result.counts``), offer this frame."""
-        now = self.clock()
+        """Apply arrived answers, reconcile counts (may change ``result.counts``), offer this frame.
+
+        Stretches, cool-downs, audits and overrides run on the frame's stream time (a file replayed fast
+        escalates as it would live); the hourly cap counts real calls on the real clock.
+        """
+        now = result.frame.stream_time
         messages: list[Message] = []
         while True:
             try:
@@ -960,7 +964,7 @@ class CameraEscalation:
             self._cooldown_until = now + self.config.thresholds.cooldown_s
         if ambiguity.reason == "weak_event":
             self.scorer.reviewed_events.update(e["event"] for e in ambiguity.evidence if "event" in e)
-        if not self.cap.try_take(now):
+        if not self.cap.try_take(self.clock()):
             self.events.escalation(self.brief.camera, ambiguity.reason, "hourly_cap")
             return
         self.service.submit(snapshot(self.brief, result, ambiguity, events, self._inbox.put, image, detector_counts))

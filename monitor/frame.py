@@ -51,6 +51,11 @@ class CapturedFrame:
     mono_time: float  # time.monotonic() at capture
     media_time: float | None = None  # seconds into a file source (frame position / fps); None for live sources
 
+    @property
+    def stream_time(self) -> float:
+        """The clock rules and timers run on: video time for files (same events at any playback speed)."""
+        return self.media_time if self.media_time is not None else self.mono_time
+
 
 @dataclass(slots=True)
 class FrameResult:

@@ -159,8 +159,7 @@ class CameraLoop:
         """Detections (from the model, or the last inferred frame's when nothing moved) and tracked objects."""
         previous = self._last_inferred
         frame = result.frame  # keep-alive on stream time: a file replayed fast is re-checked per 2 s of footage
-        stream_time = frame.media_time if frame.media_time is not None else frame.mono_time
-        if not self.motion.should_infer(frame.image, stream_time) and previous is not None:
+        if not self.motion.should_infer(frame.image, frame.stream_time) and previous is not None:
             # the tracker still sees every frame, so tracks confirm and age exactly as without the gate
             result.detections, result.inferred = previous.detections, False
             self.metrics.inference_skipped(self.name)

@@ -521,7 +521,7 @@ class SafetyEngine:
     def update(self, result: FrameResult) -> list[Message]:
         frame = result.frame
         with self._lock:
-            t = self._advance(frame.media_time if frame.media_time is not None else frame.mono_time)
+            t = self._advance(frame.stream_time)
             self._last_frame = (t, frame.wall_time, frame.mono_time)
             self._last_result = result
             view = FrameView(t, frame.wall_time, result, self.class_names, self._zone_membership(result.objects))

@@ -54,21 +54,33 @@ def same_boxes(a: Boxes, b: Boxes, atol: float) -> bool:
 # --- batching ----------------------------------------------------------------------------------
 
 
-def test_worker_batches_frames_from_several_cameras(detector, frames):
-    batched_config = detector.config.model_copy(update={"max_batch": 4, "batch_wait_ms": 500})
-    batched = Detector.__new__(Detector)
-    batched.__dict__.update({**detector.__dict__, "config": batched_config})
+def serve_together(detector: Detector, images, clients: int | None = None, **config_updates):
+    """Submit every image at once to a worker whose model config has ``config_updates``; (outputs, metrics)."""
+    variant = Detector.__new__(Detector)
+    variant.__dict__.update({**detector.__dict__, "config": detector.config.model_copy(update=config_updates)})
     metrics = Metrics()
-    worker = InferenceWorker(batched, metrics)
+    worker = InferenceWorker(variant, metrics)
+    if clients is not None:
+        worker.clients = clients
     worker.start()
     try:
-        futures = [worker.submit(image) for image in frames.values()]  # four cameras submit at once
+        futures = [worker.submit(image) for image in images]
         outputs = [future.result(timeout=120) for future in futures]
     finally:
         worker.stop()
-    calls = metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"})
-    frames_served = metrics.registry.get_sample_value("monitor_inference_batch_size_sum", {"model": "person"})
-    assert (calls, frames_served) == (1, 4)
+    return outputs, metrics
+
+
+def batch_figures(metrics: Metrics) -> tuple[float, float]:
+    """(inference calls, frames served)."""
+    get = metrics.registry.get_sample_value
+    labels = {"model": "person"}
+    return get("monitor_inference_batch_size_count", labels), get("monitor_inference_batch_size_sum", labels)
+
+
+def test_worker_batches_frames_from_several_cameras(detector, frames):
+    outputs, metrics = serve_together(detector, frames.values(), max_batch=4, batch_wait_ms=500)  # four cameras at once
+    assert batch_figures(metrics) == (1, 4)
     singles = [detector.predict([image])[0] for image in frames.values()]
     for batched_boxes, single in zip(outputs, singles):
         assert len(single) > 0
@@ -76,36 +88,15 @@ def test_worker_batches_frames_from_several_cameras(detector, frames):
 
 
 def test_worker_never_exceeds_max_batch(detector, frames):
-    small_config = detector.config.model_copy(update={"max_batch": 2, "batch_wait_ms": 500})
-    small = Detector.__new__(Detector)
-    small.__dict__.update({**detector.__dict__, "config": small_config})
-    metrics = Metrics()
-    worker = InferenceWorker(small, metrics)
-    worker.start()
-    try:
-        for future in [worker.submit(image) for image in frames.values()]:
-            future.result(timeout=120)
-    finally:
-        worker.stop()
-    assert metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"}) == 2
+    _, metrics = serve_together(detector, frames.values(), max_batch=2, batch_wait_ms=500)
+    assert batch_figures(metrics) == (2, 4)
     assert metrics.registry.get_sample_value("monitor_inference_batch_size_bucket", {"model": "person", "le": "2.0"}) == 2
 
 
 def test_worker_takes_at_most_one_frame_per_camera(detector, frames):
-    patient_config = detector.config.model_copy(update={"max_batch": 8, "batch_wait_ms": 500})
-    patient = Detector.__new__(Detector)
-    patient.__dict__.update({**detector.__dict__, "config": patient_config})
-    metrics = Metrics()
-    worker = InferenceWorker(patient, metrics)
-    worker.clients = 2  # two cameras: a batch of two is complete, no need to wait for more
-    worker.start()
-    try:
-        for future in [worker.submit(image) for image in frames.values()]:
-            future.result(timeout=120)
-    finally:
-        worker.stop()
-    assert metrics.registry.get_sample_value("monitor_inference_batch_size_count", {"model": "person"}) == 2
-    assert metrics.registry.get_sample_value("monitor_inference_batch_size_sum", {"model": "person"}) == 4
+    # two cameras: a batch of two is complete, no need to wait for more
+    _, metrics = serve_together(detector, frames.values(), clients=2, max_batch=8, batch_wait_ms=500)
+    assert batch_figures(metrics) == (2, 4)
 
 
 # --- thresholds and NMS ------------------------------------------------------------------------

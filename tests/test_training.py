@@ -143,7 +143,7 @@ def test_fine_tune_from_escalated_frames_exported_by_dataset_export(tmp_path, ca
         data["metrics"].update(enabled=False)
         data["models"]["bags"].update(path=str(MODEL), threads=1)
         data["cameras"]["store"].update(source=str(clip), realtime=False)
-        data["cameras"]["store"]["escalation"]["thresholds"].update(stretch_s=0, cooldown_s=0.2)  # wall-clock times
+        data["cameras"]["store"]["escalation"]["thresholds"].update(stretch_s=0, cooldown_s=2)  # seconds of video: escalate often
         config_path = write_config(tmp_path, data)
         monitor = Monitor(load_config(config_path))
         monitor.start()
