@@ -37,6 +37,14 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+class _LocatedError(ValueError):
+    """A validation error raised by an outer model about one of its inner keys (``loc`` relative to it)."""
+
+    def __init__(self, loc: tuple, message: str):
+        self.loc = loc
+        super().__init__(message)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -377,11 +385,11 @@ class CameraConfig(Strict):
         names: set[str] = set()
         for i, rule in enumerate(self.safety):
             if rule.key in names:
-                raise _located_error(("safety", i, "name"), f"duplicate rule name {rule.key!r} (give each rule its own name)")
+                raise _LocatedError(("safety", i, "name"), f"duplicate rule name {rule.key!r} (give each rule its own name)")
             names.add(rule.key)
             for zone in rule.zones or []:
                 if zone not in self.zones:
-                    raise _located_error(("safety", i, "zones"), f"unknown zone {zone!r} (defined: {', '.join(self.zones) or 'none'})")
+                    raise _LocatedError(("safety", i, "zones"), f"unknown zone {zone!r} (defined: {', '.join(self.zones) or 'none'})")
         return self
 
     @model_validator(mode="after")
@@ -393,7 +401,7 @@ class CameraConfig(Strict):
         for kind, names in (("zones", self.zones), ("lines", self.lines)):
             for name in names:
                 if name in reserved:
-                    raise _located_error(
+                    raise _LocatedError(
                         (kind, name), f"{name!r} is reserved for MQTT topics (reserved: {', '.join(sorted(reserved))})"
                     )
         return self
@@ -507,21 +515,11 @@ class AppConfig(Strict):
     def _models_exist(self) -> AppConfig:
         for name, camera in self.cameras.items():
             if camera.model not in self.models:
-                raise _located_error(
+                raise _LocatedError(
                     ("cameras", name, "model"),
                     f"unknown model {camera.model!r} (defined: {', '.join(self.models)})",
                 )
         return self
-
-
-class _LocatedError(ValueError):
-    def __init__(self, loc: tuple, message: str):
-        self.loc = loc
-        super().__init__(message)
-
-
-def _located_error(loc: tuple, message: str) -> _LocatedError:
-    return _LocatedError(loc, message)
 
 
 # --- loading --------------------------------------------------------------------------------
