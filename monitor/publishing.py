@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -106,6 +107,27 @@ def make_client(config: MqttConfig) -> mqtt.Client:
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     client.max_queued_messages_set(config.queue_size)
     return client
+
+
+def explain_connect_failure(config: MqttConfig) -> str:
+    """Why a connection to the broker fails, for the log line (paho only says that it did)."""
+    try:
+        with socket.create_connection((config.host, config.port), timeout=3) as raw:
+            if not config.tls:
+                return "TCP connects, the MQTT handshake failed"
+            tls = config.tls
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            context.check_hostname = not tls.insecure
+            with context.wrap_socket(raw, server_hostname=config.host):
+                return "TLS handshake works, the MQTT handshake failed"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.tls.ca_file"
+    except ssl.SSLError as exc:
+        return f"TLS: {exc.reason or exc}"
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 class Publisher:
@@ -256,8 +278,6 @@ class Publisher:
             self.events.mqtt_state(False)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        from monitor.service import explain_connect_failure
-
         log.warning("MQTT cannot connect to %s (%s); retrying", self.where, explain_connect_failure(self.config))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:

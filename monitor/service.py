@@ -228,25 +228,3 @@ class Service:
         cameras = len(self.config.cameras)
         return f"running: {cameras} camera{'s' if cameras != 1 else ''} on {getattr(self.monitor, 'device', '?')}"
 
-
-def explain_connect_failure(config) -> str:
-    """Why a connection to the broker fails, for the log line (paho only says that it did)."""
-    import ssl
-
-    try:
-        with socket.create_connection((config.host, config.port), timeout=3) as raw:
-            if not config.tls:
-                return "TCP connects, the MQTT handshake failed"
-            tls = config.tls
-            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file:
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-            context.check_hostname = not tls.insecure
-            with context.wrap_socket(raw, server_hostname=config.host):
-                return "TLS handshake works, the MQTT handshake failed"
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.tls.ca_file"
-    except ssl.SSLError as exc:
-        return f"TLS: {exc.reason or exc}"
-    except OSError as exc:
-        return exc.strerror or str(exc)
