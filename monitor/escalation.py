@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 from urllib.parse import urlparse
@@ -288,14 +289,37 @@ class HourlyCap:
 
 
 class Budget:
-    """Estimated money per UTC day across all cameras; a call reserves its estimate, then settles the actual."""
+    """Estimated money per UTC day across all cameras; a call reserves its estimate, then settles the actual.
 
-    def __init__(self, daily: float, wall_clock: Callable[[], float] = time.time):
+    With a ``ledger`` file (under the state directory) the day's spending survives restarts, so a service
+    restarted by its watchdog cannot spend the daily budget twice.
+    """
+
+    def __init__(self, daily: float, wall_clock: Callable[[], float] = time.time, ledger: Path | None = None):
         self.daily = daily
         self.wall_clock = wall_clock
+        self.ledger = ledger
         self._lock = threading.Lock()
         self._day = self._today()
-        self._spent = 0.0
+        self._spent = self._load_spent()
+
+    def _load_spent(self) -> float:
+        try:
+            saved = json.loads(self.ledger.read_text()) if self.ledger else {}
+            return float(saved["spent"]) if saved.get("day") == self._day else 0.0
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0.0  # no ledger yet, or an unreadable one: start the day at zero
+
+    def _save(self) -> None:
+        if not self.ledger:
+            return
+        try:
+            self.ledger.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.ledger.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"day": self._day, "spent": self._spent}))
+            temporary.replace(self.ledger)
+        except OSError as exc:
+            log.warning("escalation budget ledger %s: %s", self.ledger, exc.strerror)
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self.wall_clock(), timezone.utc).date().isoformat()
@@ -311,11 +335,13 @@ class Budget:
             if self._spent + amount > self.daily + 1e-12:
                 return False
             self._spent += amount
+            self._save()
             return True
 
     def settle(self, reserved: float, actual: float) -> None:
         with self._lock:
             self._spent = max(0.0, self._spent - reserved + actual)
+            self._save()
 
     @property
     def remaining(self) -> float:
@@ -716,12 +742,19 @@ class EscalationEvents(Protocol):
 class EscalationService:
     """Bounded queue (full: the oldest request is dropped and counted) and worker threads that call the model."""
 
-    def __init__(self, config: EscalationConfig, events: EscalationEvents, dataset=None, client: ModelClient | None = None):
+    def __init__(
+        self,
+        config: EscalationConfig,
+        events: EscalationEvents,
+        dataset=None,
+        client: ModelClient | None = None,
+        budget_ledger: Path | None = None,
+    ):
         self.config = config
         self.events = events
         self.dataset = dataset
         self.client = client or ModelClient(config)
-        self.budget = Budget(config.daily_budget)
+        self.budget = Budget(config.daily_budget, ledger=budget_ledger)
         self.breaker = CircuitBreaker(config.circuit_breaker.failures, config.circuit_breaker.cooldown_s)
         self.on_site = endpoint_on_site(config)
         self._queue: queue.Queue[EscalationRequest] = queue.Queue(maxsize=config.queue_size)
@@ -1060,7 +1093,7 @@ def build_service(app: AppConfig, metrics) -> EscalationService | None:
         client = ModelClient(config)
     except ConfigError as error:
         raise ConfigError([f"escalation.api_key: {problem}" for problem in error.problems]) from None
-    return EscalationService(config, metrics, dataset, client)
+    return EscalationService(config, metrics, dataset, client, budget_ledger=app.state_dir / "escalation-budget.json")
 
 
 def build_camera_escalation(

@@ -225,6 +225,21 @@ def test_budget_reserves_settles_and_rolls_over_at_utc_midnight():
     assert budget.remaining == pytest.approx(1.0)
 
 
+def test_budget_spent_today_survives_a_restart_but_not_midnight(tmp_path):
+    clock = Clock(1_700_000_000.0)
+    ledger = tmp_path / "state" / "escalation-budget.json"
+    first = Budget(1.0, wall_clock=clock, ledger=ledger)
+    assert first.try_reserve(0.5)
+    first.settle(0.5, 0.7)
+    restarted = Budget(1.0, wall_clock=clock, ledger=ledger)
+    assert restarted.remaining == pytest.approx(0.3)
+    assert not restarted.try_reserve(0.4)
+    clock.now += 86400
+    assert Budget(1.0, wall_clock=clock, ledger=ledger).remaining == pytest.approx(1.0)
+    ledger.write_text("not json")
+    assert Budget(1.0, wall_clock=clock, ledger=ledger).remaining == pytest.approx(1.0)
+
+
 def test_circuit_breaker_opens_then_lets_one_trial_through():
     clock = Clock()
     breaker = CircuitBreaker(failures=3, cooldown_s=60, clock=clock)
