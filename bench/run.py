@@ -20,8 +20,6 @@ import json
 import os
 import platform
 import resource
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,11 +29,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.loopback import Broker
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PLAIN_MODES = ("predict", "predict-onnx", "track", "region", "counter")
 
 
@@ -237,28 +236,6 @@ def figures(frames: int, calls: int, elapsed: float, cpu: float, latencies: list
 # --- parent: schedule, aggregate, report ------------------------------------------------------
 
 
-class Mosquitto:
-    def __init__(self, workdir: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(5)
-
-
 def measure(args: argparse.Namespace, mode: str, mqtt_port: int) -> dict:
     command = [sys.executable, "-m", "bench.run", "--child", mode, "--mqtt-port", str(mqtt_port)]
     command += ["--frames", str(args.frames), "--imgsz", str(args.imgsz), "--config", args.config, "--engine", args.engine]
@@ -364,7 +341,7 @@ def parent(args: argparse.Namespace) -> int:
     print(f"bench: {args.frames} frames, imgsz {args.imgsz}, engine {args.engine}, modes {modes}, {args.repeats} repeats", flush=True)
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
-        broker = Mosquitto(Path(workdir))
+        broker = Broker(Path(workdir)).start()
         try:
             for repeat, mode in schedule(modes, args.repeats):
                 result = measure(args, mode, broker.port)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,50 +28,20 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import yaml
 
+from bench.loopback import Broker, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class PersistentBroker:
+def persistent_broker(workdir: Path) -> Broker:
     """Mosquitto with persistence, so a subscriber's session (and its queued messages) survives restarts."""
-
-    def __init__(self, workdir: Path):
-        self.port = free_port()
-        store = workdir / "mosquitto-data"
-        store.mkdir()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {store}/\nautosave_interval 5\nmax_queued_messages 100000\n"
-        )
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+    store = workdir / "mosquitto-data"
+    store.mkdir()
+    return Broker(
+        workdir,
+        f"user root\npersistence true\npersistence_location {store}/\nautosave_interval 5\nmax_queued_messages 100000",
+    )
 
 
 class SeqCounter:
@@ -146,8 +114,7 @@ def write_config(workdir: Path, args: argparse.Namespace, mqtt_port: int, metric
 
 def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    broker = PersistentBroker(workdir)
-    broker.start()
+    broker = persistent_broker(workdir).start()
     metrics_port = free_port()
     config_path = write_config(workdir, args, broker.port, metrics_port)
     outbox_path = workdir / "state" / "outbox-soak-monitor.sqlite"

@@ -163,7 +163,6 @@ def test_label_zones_follow_the_bottom_centre_rule():
 
 
 def test_shelf_and_cart_slots_lie_in_their_zones():
-    zones = icegen.scene_zones(640, 480)
     rng = np.random.default_rng(0)
     background = icegen.render_background(rng, 640, 480)
     shelf = icegen.shelf_slots(640, 480, rng)
