@@ -309,6 +309,9 @@ class SafetyRuleBase(Strict):
 class IntrusionRule(SafetyRuleBase):
     rule: Literal["intrusion"]
     zones: list[Name] = Field(min_length=1, description="the restricted zones")
+    per: Literal["object", "zone"] = Field(
+        "object", description="one event per tracked object, or one per zone while anyone is in it (survives id switches)"
+    )
 
 
 class PersonDownRule(SafetyRuleBase):

@@ -217,16 +217,36 @@ class IntrusionRuleEval(Rule):
     def observe(self, view: FrameView) -> list[Observation]:
         out = []
         for zone in self.zone_names():
-            for row in self.rows_in(view, zone):
-                conf = float(view.objects.conf[row])
-                unsure = self.grade(conf)
-                if unsure is None:
-                    continue
-                track = int(view.objects.track_id[row])
-                key = ("track", zone, track) if track >= 0 else ("spot", zone)
-                box = tuple(map(float, view.objects.xyxy[row]))
-                out.append(Observation(key, zone, (track,), conf, unsure, [box], {"label": view.object_label(row)}))
+            intruders = [ob for row in self.rows_in(view, zone) if (ob := self._intruder(view, zone, row))]
+            if self.config.per == "zone" and intruders:
+                out.append(_whole_zone(zone, intruders))
+            else:
+                out += intruders
         return out
+
+    def _intruder(self, view: FrameView, zone: str | None, row: int) -> Observation | None:
+        conf = float(view.objects.conf[row])
+        unsure = self.grade(conf)
+        if unsure is None:
+            return None
+        track = int(view.objects.track_id[row])
+        key = ("track", zone, track) if track >= 0 else ("spot", zone)
+        box = tuple(map(float, view.objects.xyxy[row]))
+        return Observation(key, zone, (track,), conf, unsure, [box], {"label": view.object_label(row)})
+
+
+def _whole_zone(zone: str | None, intruders: list[Observation]) -> Observation:
+    """One subject for the zone: a change of track id (or an untracked box) continues the same event."""
+    tracks = tuple(sorted({t for ob in intruders for t in ob.track_ids if t >= 0}))
+    return Observation(
+        ("zone", zone),
+        zone,
+        tracks,
+        max(ob.confidence for ob in intruders),
+        all(ob.ambiguous for ob in intruders),
+        [box for ob in intruders for box in ob.boxes],
+        {"label": intruders[0].detail["label"], "objects": len(intruders)},
+    )
 
 
 class OccupancyRuleEval(Rule):

@@ -156,6 +156,21 @@ def test_detection_gaps_shorter_than_clear_seconds_do_not_end_the_event():
     assert [e["type"] for e in scene.events()] == ["start", "end"]
 
 
+def test_per_zone_intrusion_is_one_event_across_track_switches_and_lists_every_intruder():
+    scene = Scene([{**INTRUSION, "per": "zone"}])
+    scene.run(2.0, [person(IN_LOT, 1)])
+    scene.run(2.0, [person(IN_LOT, 4)])  # the tracker lost him and gave him a new id
+    scene.run(1.0, [person(IN_LOT, 4), person(IN_LOT, 5)])  # and a second person joins
+    scene.run(1.0, [person(IN_LOT, -1)])  # an untracked box still holds the zone
+    scene.run(3.0, [person(OUTSIDE, 4)])
+    events = scene.events()
+    assert [e["type"] for e in events if e["type"] != "update"] == ["start", "end"]
+    assert len({e["id"] for e in events}) == 1
+    assert events[0]["track_ids"] == [1] and events[0]["start_s"] == pytest.approx(0.0)
+    assert events[-1]["track_ids"] == [1, 4, 5]  # everyone who was in the zone during the event
+    assert events[-1]["end_s"] == pytest.approx(5.9)
+
+
 def test_cooldown_per_object():
     scene = Scene([INTRUSION])  # cooldown_s 10
     scene.run(2.0, [person(IN_LOT, 1)])
