@@ -10,13 +10,13 @@ once, then hanging. Prints a table and writes bench/results/escalation-latest.js
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import cv2
 
-from bench.run import RESULTS, ROOT, percentile
+from bench.report import write_results
+from bench.run import ROOT, percentile
 from monitor.metrics import Metrics
 from tests.fake_openai import Answer, FakeOpenAI, Hang
 
@@ -82,8 +82,7 @@ def main() -> None:
     for name in ("answering", "hanging"):
         r = results[name]
         print(f"{name:<10} {r['mean_ms']:>8.2f}ms {r['p99_ms']:>6.2f}ms {r['max_ms']:>6.2f}ms  {r['calls']:>5}  {r['mean_call_ms']} ms")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "escalation-latest.json").write_text(json.dumps({"frames": args.frames, **results}, indent=2))
+    write_results("escalation-latest", {"frames": args.frames, **results})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import cv2
 
-from bench.run import RESULTS, ROOT, Mosquitto, load_bench_config
+from bench.loopback import Broker
+from bench.report import markdown_table, write_results
+from bench.run import ROOT, load_bench_config
 
 FPS = 10.0
 
@@ -133,11 +135,7 @@ def table(rows: list[dict]) -> str:
     keys = ["clip", "frames", "calls_without_gate", "calls_with_gate", "reduction", "still_frames",
             "still_calls_without_gate", "still_calls_with_gate", "still_reduction", "counts_identical",
             "fps_without_gate", "fps_with_gate"]  # fmt: skip
-    cells = [keys] + [[str(row[k]) for k in keys] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(keys))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(keys, [[str(row[k]) for k in keys] for row in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         clips = make_clips(str(camera.source), args.busy, args.still, Path(scratch))
-        broker = Mosquitto(Path(scratch))
+        broker = Broker(Path(scratch))
         try:
             for name in args.clips.split(","):
                 clip, still = clips[name]
@@ -163,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             broker.stop()
     print(table(rows))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     report = {"settings": vars(args), "motion": camera.motion.model_dump(), "clips": rows}
-    (RESULTS / "motion-latest.json").write_text(json.dumps(report, indent=2))
+    write_results("motion-latest", report)
     print("written: bench/results/motion-latest.json")
     return 0
 

@@ -30,11 +30,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.loopback import Broker
+from bench.report import RESULTS, markdown_table
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 PLAIN_MODES = ("predict", "predict-onnx", "track", "region", "counter")
 
 
@@ -299,17 +299,14 @@ COLUMNS = [
 
 
 def table(summary: dict[str, dict]) -> str:
-    rows = [[title for title, _, _ in COLUMNS]]
+    rows = []
     for mode, row in summary.items():
         cells = []
         for _, key, fmt in COLUMNS:
             value = mode if key == "mode" else row.get(key)
             cells.append("-" if value is None else fmt.format(value))
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table([title for title, _, _ in COLUMNS], rows)
 
 
 def machine() -> dict:

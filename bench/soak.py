@@ -29,9 +29,9 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from bench.loopback import Broker, free_port
+from bench.report import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 
 
 def persistent_broker(workdir: Path) -> Broker:
@@ -212,8 +212,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     result = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "soak-latest.json").write_text(json.dumps(result, indent=2))
+    write_results("soak-latest", result)
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
 

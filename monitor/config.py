@@ -160,7 +160,7 @@ class ModelConfig(Strict):
     engine: Literal["none", "onnx", "openvino", "tensorrt"] = Field(
         "none", description="run an export of the model, built once and cached next to it (none: the file as given)"
     )
-    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads for CPU inference; default: torch's")
+    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads for CPU inference; default: Ultralytics' (cores - 1, at most 8)")
 
     @field_validator("imgsz")
     @classmethod

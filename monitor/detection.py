@@ -21,10 +21,12 @@ import numpy as np
 from monitor.config import ConfigError, ModelConfig, model_labels
 from monitor.engines import EngineError, prepare
 from monitor.frame import Boxes
+from monitor.preprocess import BatchBuffer, Letterbox, LetterboxSpec, PreparedImage
 
 log = logging.getLogger(__name__)
 
 TRACKER_LOW_CONF = 0.1  # ByteTrack's second-stage floor: weaker boxes keep existing tracks alive
+MAX_DETECTIONS = 300  # per frame, after NMS (Ultralytics' default)
 
 
 class InferenceEvents(Protocol):
@@ -90,16 +92,14 @@ class Detector:
         self.config = config
         self.device = choose_device(config.device)
         self.half = config.half if config.half is not None else self.device.startswith("cuda")
-        if config.threads and self.device == "cpu":
-            import torch
-
-            torch.set_num_threads(config.threads)  # process-wide: leave cores to decoding and the camera loops
         self.model = load_model(name, config, self.device, self.half)
         self.is_pytorch = Path(self.model.ckpt_path or "").suffix == ".pt"
         self.class_names = [self.model.names[i] for i in sorted(self.model.names)]
         self.labels = [config.aliases.get(c, c) for c in self.class_names]  # per class id
         self.label_set = model_labels(config, self.class_names)
         self.thresholds = ClassThresholds.build(config, self.class_names)
+        self.batch_buffer = BatchBuffer(config.max_batch)
+        self.input = _input_spec(self._backend(), config.imgsz)
 
     def use_cpu(self) -> None:
         """After a GPU failure: run on the CPU from the next call (Ultralytics sets its device up once)."""
@@ -110,33 +110,81 @@ class Detector:
         blank = np.zeros((self.config.imgsz, self.config.imgsz, 3), np.uint8)
         self.predict([blank])
 
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """Letterbox one frame for the model; thread-safe, so each camera does it on its own thread."""
+        return self.input.prepare(image)
+
     def predict(self, images: list[np.ndarray]) -> list[Boxes]:
-        results = self.model.predict(
-            images,
-            imgsz=self.config.imgsz,
-            conf=self.thresholds.floor,
-            iou=self.config.iou,
-            agnostic_nms=self.config.agnostic_nms,
-            device=self.device,
-            quantize=16 if self.half and self.is_pytorch else None,  # an export's precision is fixed when built
-            verbose=False,
-        )
-        return [_to_boxes(result.boxes) for result in results]
+        return self.infer([self.prepare(image) for image in images])
+
+    def infer(self, prepared: list[PreparedImage]) -> list[Boxes]:
+        """Boxes per prepared frame. Frames of different input shapes (camera resolutions) run as separate
+        batches, so a frame's boxes never depend on which other cameras shared its batch."""
+        out: list[Boxes] = [Boxes.empty()] * len(prepared)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for index, item in enumerate(prepared):
+            by_shape.setdefault(item.box.input_shape, []).append(index)
+        for indices in by_shape.values():
+            for index, boxes in zip(indices, self._infer_batch([prepared[i] for i in indices])):
+                out[index] = boxes
+        return out
+
+    def _infer_batch(self, prepared: list[PreparedImage]) -> list[Boxes]:
+        """Upload, model, NMS on the device; one read-back for the whole batch."""
+        import torch
+        from ultralytics.utils.nms import non_max_suppression
+
+        backend = self._backend()
+        with torch.inference_mode():
+            pixels = self.batch_buffer.upload([item.pixels for item in prepared], backend.device)
+            batch = (pixels.half() if backend.fp16 else pixels.float()).div_(255)
+            kept = non_max_suppression(
+                backend(batch),
+                self.thresholds.floor,
+                self.config.iou,
+                agnostic=self.config.agnostic_nms,
+                max_det=MAX_DETECTIONS,
+                end2end=getattr(backend, "end2end", False),
+            )
+            rows = torch.cat(kept).float().cpu().numpy()  # (sum n, 6): x1 y1 x2 y2 conf cls
+        splits = np.cumsum([len(k) for k in kept])[:-1]
+        return [_to_boxes(part, item.box) for part, item in zip(np.split(rows, splits), prepared)]
+
+    def _backend(self):
+        """Ultralytics' AutoBackend for this model: built (device, FP16, layer fusion) by a first tiny predict."""
+        if self.model.predictor is None:
+            self.model.predict(
+                np.zeros((32, 32, 3), np.uint8),
+                imgsz=self.config.imgsz,
+                device=self.device,
+                quantize=16 if self.half and self.is_pytorch else None,  # an export's precision is fixed when built
+                verbose=False,
+            )
+            if self.config.threads and self.device == "cpu":  # after: Ultralytics' device setup resets the threads
+                import torch
+
+                torch.set_num_threads(self.config.threads)  # process-wide: leave cores to decoding and the cameras
+        return self.model.predictor.model
 
 
-def _to_boxes(ultralytics_boxes) -> Boxes:
-    data = ultralytics_boxes.data.cpu().numpy()  # (N, 6): x1 y1 x2 y2 conf cls
+def _input_spec(backend, imgsz: int) -> LetterboxSpec:
+    """Ultralytics' rule: a minimum rectangle for models that take any shape, the full square otherwise."""
+    any_shape = backend.format == "pt" or (getattr(backend, "dynamic", False) and backend.format != "imx")
+    return LetterboxSpec(imgsz, int(backend.stride), rectangular=any_shape)
+
+
+def _to_boxes(rows: np.ndarray, box: Letterbox) -> Boxes:
     return Boxes(
-        data[:, :4].astype(np.float32),
-        data[:, 4].astype(np.float32),
-        data[:, 5].astype(np.int32),
-        np.full(len(data), -1, np.int64),
+        box.boxes_to_source(rows[:, :4].astype(np.float32)),
+        rows[:, 4].astype(np.float32),
+        rows[:, 5].astype(np.int32),
+        np.full(len(rows), -1, np.int64),
     )
 
 
 @dataclass
 class _Request:
-    image: np.ndarray
+    prepared: PreparedImage
     future: Future
 
 
@@ -170,8 +218,9 @@ class InferenceWorker:
         return self._thread.is_alive()
 
     def submit(self, image: np.ndarray, timeout: float = 5.0) -> Future:
+        """Letterboxes on the caller's (the camera's) thread; the worker thread only batches and infers."""
         future: Future = Future()
-        self._requests.put(_Request(image, future), timeout=timeout)
+        self._requests.put(_Request(self.detector.prepare(image), future), timeout=timeout)
         return future
 
     def _run(self) -> None:
@@ -199,10 +248,10 @@ class InferenceWorker:
             batch.append(item)
         return batch
 
-    def _predict_or_fall_back(self, images: list[np.ndarray]) -> list[Boxes]:
+    def _predict_or_fall_back(self, prepared: list[PreparedImage]) -> list[Boxes]:
         """A CUDA error moves the model to the CPU (``on_gpu_failure: cpu``) or marks the worker fatal (``exit``)."""
         try:
-            return self.detector.predict(images)
+            return self.detector.infer(prepared)
         except Exception as exc:
             if not (is_cuda_error(exc) and self.detector.device != "cpu"):
                 raise
@@ -214,13 +263,13 @@ class InferenceWorker:
             self.detector.use_cpu()
             if hasattr(self.events, "gpu_fallback"):
                 self.events.gpu_fallback(self.detector.name)
-            return self.detector.predict(images)
+            return self.detector.infer(prepared)
 
     def _serve(self, batch: list[_Request]) -> None:
         started = time.monotonic()
         self.busy_since = started
         try:
-            outputs = self._predict_or_fall_back([request.image for request in batch])
+            outputs = self._predict_or_fall_back([request.prepared for request in batch])
         except Exception as exc:  # one bad batch must not kill the worker
             log.exception("model %s: inference failed", self.detector.name)
             for request in batch:

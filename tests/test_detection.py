@@ -99,6 +99,46 @@ def test_worker_takes_at_most_one_frame_per_camera(detector, frames):
     assert batch_figures(metrics) == (2, 4)
 
 
+# --- the fast path matches Ultralytics' own predict ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sized_images(frames) -> list[np.ndarray]:
+    """Real pictures in three shapes: the street (768x576), a bus (810x1080), a football coach (1280x720)."""
+    from ultralytics.utils import ASSETS
+
+    return [frames[0], cv2.imread(str(ASSETS / "bus.jpg")), cv2.imread(str(ASSETS / "zidane.jpg"))]
+
+
+def ultralytics_boxes(detector: Detector, image: np.ndarray) -> Boxes:
+    """What ``model.predict`` itself finds, with the detector's thresholds, on a fresh copy of the model."""
+    from ultralytics import YOLO
+
+    result = YOLO(str(detector.model.ckpt_path), task="detect").predict(
+        image, imgsz=detector.config.imgsz, conf=detector.thresholds.floor, iou=detector.config.iou,
+        agnostic_nms=detector.config.agnostic_nms, device="cpu",
+        verbose=False,
+    )[0]
+    data = result.boxes.data.numpy()
+    return Boxes(data[:, :4], data[:, 4], data[:, 5].astype(np.int32), np.full(len(data), -1, np.int64))
+
+
+def test_detector_finds_exactly_what_ultralytics_predict_finds(detector, sized_images):
+    for image in sized_images:
+        expected = ultralytics_boxes(detector, image)
+        assert len(expected) > 0
+        assert same_boxes(detector.predict([image])[0], expected, atol=1e-3)
+
+
+def test_mixed_resolutions_batch_by_shape_and_match_single_frames(detector, sized_images):
+    assert {detector.prepare(image).box.input_shape for image in sized_images} == {(256, 320), (320, 256), (192, 320)}
+    outputs, metrics = serve_together(detector, sized_images, max_batch=3, batch_wait_ms=500)
+    assert batch_figures(metrics) == (1, 3)  # one worker batch, run as one model call per input shape
+    for image, batched in zip(sized_images, outputs):
+        assert same_boxes(batched, detector.predict([image])[0], atol=1e-3)
+    assert set(detector.batch_buffer.allocated) >= {(256, 320, False), (320, 256, False), (192, 320, False)}
+
+
 # --- thresholds and NMS ------------------------------------------------------------------------
 
 
@@ -195,12 +235,18 @@ def test_onnx_predicts_the_same_boxes_as_pytorch(onnx_detector, detector, frames
         assert same_boxes(a, b, atol=1.0)
 
 
-def test_threads_sets_torch_intra_op_threads_for_cpu_inference(person_model):
+def test_threads_sets_torch_intra_op_threads_for_cpu_inference(person_model, frames):
     import torch
+    from ultralytics.utils import NUM_THREADS
 
     before = torch.get_num_threads()
+    wanted = NUM_THREADS + 1  # not what Ultralytics' device setup resets torch to
     try:
-        Detector("person", model_config(person_model, threads=1))
-        assert torch.get_num_threads() == 1
+        detector = Detector("person", model_config(person_model, threads=wanted))
+        detector.predict([frames[0]])
+        assert torch.get_num_threads() == wanted
+        detector.use_cpu()  # the backend is built again (after a GPU failure): the setting survives
+        detector.predict([frames[0]])
+        assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)

@@ -150,8 +150,8 @@ def test_keepalives_stop_when_the_detector_hangs(tmp_path, broker, systemd_socke
         assert len(systemd_socket.lines("WATCHDOG=1")) >= 5, "keep-alives while healthy"
 
         detector = service.monitor.detectors["person"]
-        real_predict = detector.predict
-        monkeypatch.setattr(detector, "predict", lambda images: release.wait(60) and real_predict(images))
+        real_infer = detector.infer
+        monkeypatch.setattr(detector, "infer", lambda prepared: release.wait(60) and real_infer(prepared))
         hung_at = time.monotonic()
         assert systemd_socket.wait_for("STATUS=stalled", 15, since=hung_at)
         status = systemd_socket.lines("STATUS=stalled", since=hung_at)[0]
