@@ -1,6 +1,7 @@
 """Benchmark: the monitor against plain Ultralytics on the same frames, model and image size, in one run.
 
     python -m bench.run --frames 120 --imgsz 640 --cameras 1,2,4 --repeats 2
+    python -m bench.run --clip 720p --realtime --frames 300 --cameras 8,32,64 --max-batch 32 --modes predict
 
 Each measurement runs in a fresh child process (so CPU time and peak RSS are its own), in an order
 that rotates between repeats (so a noisy neighbour hurts every mode alike). The headline is each
@@ -10,7 +11,10 @@ Modes: predict (a plain ``model.predict`` loop), predict-onnx (the same loop on 
 built once and cached next to the model), track (``model.track`` with ByteTrack), region
 (``solutions.RegionCounter`` on the camera's zones), counter (``solutions.ObjectCounter`` on its
 line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime: false``, publishing
-to a real Mosquitto started here). Prints a table; writes bench/results/<UTC time>.json and latest.json.
+to a real Mosquitto started here). With ``--realtime`` the monitor's cameras play at the clip's rate like
+live cameras (``--clip 720p``: the street clip as 1280x720 H.264), and each run says whether every camera
+was kept up with (at least 95% of its frames processed). Prints a table; writes
+bench/results/<UTC time>.json and latest.json.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +40,7 @@ from bench.report import RESULTS, markdown_table
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
+CLIP_720P = RESULTS / "vtest-720p.mp4"
 PLAIN_MODES = ("predict", "predict-onnx", "track", "region", "counter")
 
 
@@ -76,6 +82,11 @@ def child(args: argparse.Namespace) -> dict:
 
         torch.set_num_threads(args.threads)
     config, model_name, model_config, camera_name, camera = load_bench_config(Path(args.config), args.imgsz, args.engine)
+    if args.max_batch:
+        model_config = model_config.model_copy(update={"max_batch": args.max_batch})
+    if args.clip:
+        camera = camera.model_copy(update={"source": args.clip})
+        config = config.model_copy(update={"cameras": {**config.cameras, camera_name: camera}})
     if args.mode.startswith("monitor-"):
         return run_monitor(args, config, model_name, model_config, int(args.mode.split("-")[1]))
     return run_plain(args, model_config, camera)
@@ -146,7 +157,7 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     from monitor.pipeline import Monitor
 
     base_name, base = next((n, c) for n, c in config.cameras.items() if c.model == model_name)
-    camera = base.model_copy(update={"realtime": False, "loop": False})
+    camera = base.model_copy(update={"realtime": args.realtime, "loop": args.realtime})
     mqtt_config = config.mqtt.model_copy(update={"port": args.mqtt_port, "client_id": f"bench-{os.getpid()}"})
     app = config.model_copy(
         update={
@@ -166,7 +177,10 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     monitor = Monitor(app, recorder.metrics)
     monitor.start()  # loads and warms up the model before the cameras start
     cpu0, started = cpu_seconds(), time.monotonic()
-    recorder.done.wait(timeout=args.frames * cameras * 30)
+    if args.realtime:  # live cameras: every camera plays at its clip's rate for frames/fps seconds
+        recorder.done.wait(timeout=args.frames / camera_fps(camera))
+    else:
+        recorder.done.wait(timeout=args.frames * cameras * 30)
     elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
     time.sleep(0.3)  # the last messages reach the subscriber
     monitor.stop()
@@ -174,7 +188,35 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     subscriber.disconnect()
     out = figures(recorder.processed, recorder.inferences, elapsed, cpu, recorder.latencies, received)
     out.update(batches=recorder.batches, skipped=recorder.skipped, model_busy=round(recorder.inference_seconds / elapsed, 3))
+    out.update(fps_per_camera=round(recorder.processed / elapsed / cameras, 3))
+    if args.realtime:  # a camera is kept up with when the monitor processes (almost) every frame it delivers
+        out.update(source_fps=camera_fps(camera), kept_up=out["fps_per_camera"] >= 0.95 * camera_fps(camera))
     return out
+
+
+def camera_fps(camera) -> float:
+    import cv2
+
+    capture = cv2.VideoCapture(str(camera.source))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    capture.release()
+    return fps
+
+
+def make_720p_clip(source: Path, target: Path) -> Path:
+    """The street clip as a 1280x720 H.264 camera stream (a keyframe every 2 s, like most IP cameras), made once."""
+    if target.exists():
+        return target
+    if not shutil.which("ffmpeg"):
+        raise SystemExit("making the 720p clip needs ffmpeg (apt-get install ffmpeg)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source),
+         "-vf", "scale=1280:960,crop=1280:720", "-c:v", "libx264", "-preset", "veryfast", "-g", "20",
+         "-pix_fmt", "yuv420p", str(target)],
+        check=True,
+    )  # fmt: skip
+    return target
 
 
 def iso_to_epoch(ts: str) -> float:
@@ -240,6 +282,9 @@ def measure(args: argparse.Namespace, mode: str, mqtt_port: int) -> dict:
     command = [sys.executable, "-m", "bench.run", "--child", mode, "--mqtt-port", str(mqtt_port)]
     command += ["--frames", str(args.frames), "--imgsz", str(args.imgsz), "--config", args.config, "--engine", args.engine]
     command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--clip", args.clip] if args.clip else []
+    command += ["--max-batch", str(args.max_batch)] if args.max_batch else []
+    command += ["--realtime"] if args.realtime else []
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.frames * 60 + 300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -266,6 +311,8 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
         cpu = [rep[mode]["cpu_s_per_frame"] / rep["predict"]["cpu_s_per_frame"] for rep in by_repeat.values() if mode in rep and "predict" in rep]
         row["cpu_vs_predict"] = round(statistics.median(cpu), 3) if cpu else None
         row["fps_runs"] = [r["fps"] for r in own]
+        if "kept_up" in own[0]:
+            row["kept_up"] = all(r["kept_up"] for r in own)  # in every repeat
         summary[mode] = row
     region = summary.get("region", {}).get("fps")
     for mode, row in summary.items():
@@ -287,6 +334,8 @@ COLUMNS = [
     ("fps", "fps", "{:.2f}"),
     ("vs predict", "fps_vs_predict", "{:.3f}"),
     ("vs region", "fps_vs_region", "{:.3f}"),
+    ("fps/camera", "fps_per_camera", "{:.2f}"),
+    ("kept up", "kept_up", "{}"),
     ("infer/s", "inference_calls_per_s", "{:.2f}"),
     ("lat p50 ms", "latency_p50_ms", "{:.0f}"),
     ("lat p99 ms", "latency_p99_ms", "{:.0f}"),
@@ -329,6 +378,8 @@ def machine() -> dict:
 
 
 def parent(args: argparse.Namespace) -> int:
+    if args.clip == "720p":
+        args.clip = str(make_720p_clip(ROOT / "data" / "vtest.avi", CLIP_720P))
     cameras = [int(n) for n in args.cameras.split(",") if n]
     modes = [m for m in args.modes.split(",") if m] + [f"monitor-{n}" for n in cameras]
     if "predict" not in modes:
@@ -376,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--engine", default="none", choices=["none", "onnx", "openvino", "tensorrt"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every mode (0: torch's default)")
+    parser.add_argument("--clip", help="the cameras' source instead of the config's (720p: the street clip as 1280x720 H.264)")
+    parser.add_argument("--realtime", action="store_true", help="monitor cameras play at the clip's rate, like live "
+                        "cameras, for frames/fps seconds: reports whether each camera is kept up with")  # fmt: skip
+    parser.add_argument("--max-batch", type=int, default=0, help="the model's max_batch (0: the config's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--mqtt-port", type=int, default=0, help=argparse.SUPPRESS)
     return parser

@@ -24,37 +24,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import bench.run
 from bench.report import markdown_table, write_results
-from bench.run import ROOT, cpu_seconds, machine, percentile
+from bench.run import ROOT, cpu_seconds, machine, make_720p_clip, percentile
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
-
-CLIP_720P = ROOT / "bench" / "results" / "vtest-720p.mp4"
-
-
-def make_720p_clip(source: Path, target: Path, frames: int) -> Path:
-    """The street clip as a 1280x720 H.264 camera stream (a keyframe every 2 s, like most IP cameras)."""
-    if target.exists():
-        return target
-    if not shutil.which("ffmpeg"):
-        raise SystemExit("bench.stages needs ffmpeg to make the 720p clip (apt-get install ffmpeg)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), "-frames:v", str(frames),
-         "-vf", "scale=1280:960,crop=1280:720", "-c:v", "libx264", "-preset", "veryfast", "-g", "20",
-         "-pix_fmt", "yuv420p", str(target)],
-        check=True,
-    )  # fmt: skip
-    return target
-
 
 def decode(clip: Path, frames: int) -> tuple[list[np.ndarray], dict]:
     import cv2
@@ -191,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.config import ModelConfig
     from monitor.detection import Detector
 
-    clip = make_720p_clip(Path(args.clip), CLIP_720P, max(args.frames, 100))
+    clip = make_720p_clip(Path(args.clip), bench.run.CLIP_720P)
     images, decoded = decode(clip, args.frames)
     config = ModelConfig(path=args.model, device=args.device, imgsz=args.imgsz, half=args.half, warmup=False)
     detector = Detector("person", config)

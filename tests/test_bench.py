@@ -8,6 +8,7 @@ import json
 import pytest
 
 import bench.report
+import bench.run
 import bench.stages
 
 
@@ -16,9 +17,14 @@ def test_every_benchmark_imports(name):
     assert callable(importlib.import_module(f"bench.{name}").main)
 
 
-def test_stage_breakdown_measures_every_batch_on_720p(tmp_path, monkeypatch, person_model, clip, capsys):
+@pytest.fixture(scope="module")
+def clip_720p(tmp_path_factory, clip):
+    return bench.run.make_720p_clip(clip, tmp_path_factory.mktemp("clips") / "720p.mp4")
+
+
+def test_stage_breakdown_measures_every_batch_on_720p(tmp_path, monkeypatch, person_model, clip, clip_720p, capsys):
     monkeypatch.setattr(bench.report, "RESULTS", tmp_path)
-    monkeypatch.setattr(bench.stages, "CLIP_720P", tmp_path / "720p.mp4")
+    monkeypatch.setattr(bench.run, "CLIP_720P", clip_720p)
     argv = ["--batches", "1,3", "--imgsz", "160", "--frames", "6", "--repeats", "1", "--device", "cpu",
             "--model", str(person_model), "--clip", str(clip)]  # fmt: skip
     assert bench.stages.main(argv) == 0
@@ -33,3 +39,17 @@ def test_stage_breakdown_measures_every_batch_on_720p(tmp_path, monkeypatch, per
         assert row["streams_by_inference"] == pytest.approx(row["monitor_fps"] / 10)
         assert 0 < row["model_ms"] < row["monitor_ms"] * 3
     assert "| batch | input" in capsys.readouterr().out
+
+
+def test_realtime_run_reports_whether_each_camera_is_kept_up_with(tmp_path, monkeypatch, clip_720p):
+    monkeypatch.setattr(bench.run, "RESULTS", tmp_path)
+    argv = ["--clip", str(clip_720p), "--realtime", "--cameras", "2", "--modes", "predict", "--frames", "10",
+            "--imgsz", "160", "--repeats", "1"]  # fmt: skip
+    assert bench.run.main(argv) == 0
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["settings"]["realtime"] is True
+    run = next(r for r in report["runs"] if r["mode"] == "monitor-2")
+    assert run["source_fps"] == pytest.approx(10.0)
+    assert run["fps_per_camera"] == pytest.approx(run["fps"] / 2, abs=0.01)
+    assert run["kept_up"] == (run["fps_per_camera"] >= 9.5)
+    assert report["summary"]["monitor-2"]["kept_up"] is run["kept_up"]
