@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         clips = make_clips(str(camera.source), args.busy, args.still, Path(scratch))
-        broker = Broker(Path(scratch))
+        broker = Broker(Path(scratch)).start()
         try:
             for name in args.clips.split(","):
                 clip, still = clips[name]

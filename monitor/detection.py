@@ -1,7 +1,10 @@
 """Detection: one Ultralytics model per configured model, shared by its cameras through one inference worker.
 
 The worker batches the frames that are ready at that moment (up to ``max_batch``, waiting at most
-``batch_wait_ms`` for more), so N cameras on one GPU cost far less than N single-frame calls.
+``batch_wait_ms`` for more), so N cameras on one GPU cost far less than N single-frame calls. Each
+camera letterboxes its own frame before handing it in (``monitor.preprocess``); the worker uploads the
+batch from a reused (on CUDA, pinned) host buffer, runs Ultralytics' backend and NMS on the device, and
+reads every frame's boxes back at once.
 """
 
 from __future__ import annotations

@@ -53,3 +53,14 @@ def test_realtime_run_reports_whether_each_camera_is_kept_up_with(tmp_path, monk
     assert run["fps_per_camera"] == pytest.approx(run["fps"] / 2, abs=0.01)
     assert run["kept_up"] == (run["fps_per_camera"] >= 9.5)
     assert report["summary"]["monitor-2"]["kept_up"] is run["kept_up"]
+
+
+def test_motion_benchmark_gates_a_frozen_stretch_with_the_same_counts(tmp_path, monkeypatch):
+    import bench.motion
+
+    monkeypatch.setattr(bench.report, "RESULTS", tmp_path)
+    assert bench.motion.main(["--busy", "4", "--still", "24", "--imgsz", "160", "--clips", "frozen"]) == 0
+    (row,) = json.loads((tmp_path / "motion-latest.json").read_text())["clips"]
+    assert row["frames"] == 24 and row["calls_without_gate"] == 24
+    assert row["calls_with_gate"] == 2  # the first frame, then the keep-alive after 2 s (20 frames) of stillness
+    assert row["counts_identical"] is True
