@@ -69,3 +69,12 @@ def test_batch_buffer_is_allocated_once_per_shape_and_reused():
     assert buffer.allocated == {(480, 640, False): 4, (384, 640, False): 4}  # never pinned without CUDA
     buffer.upload([noise((480, 640), s) for s in range(6)], cpu)  # more than its capacity: grows once
     assert buffer.allocated[(480, 640, False)] == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_batch_buffer_is_pinned_and_uploads_to_the_gpu():
+    buffer = BatchBuffer(capacity=2)
+    images = [noise((384, 640), seed) for seed in range(2)]
+    batch = buffer.upload(images, torch.device("cuda:0"))
+    assert batch.is_cuda and buffer._host((384, 640), 2, pinned=True).is_pinned()
+    assert torch.equal(batch[0].cpu(), torch.from_numpy(images[0][..., ::-1].copy()).permute(2, 0, 1))
