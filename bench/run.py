@@ -7,8 +7,8 @@ Each measurement runs in a fresh child process (so CPU time and peak RSS are its
 that rotates between repeats (so a noisy neighbour hurts every mode alike). The headline is each
 mode's throughput as a ratio to the plain predict loop of the same repeat (median over repeats).
 
-Modes: predict (a plain ``model.predict`` loop), predict-onnx (the same loop on the ONNX Runtime export,
-built once and cached next to the model), track (``model.track`` with ByteTrack), region
+Modes: predict (a plain ``model.predict`` loop), predict-onnx and predict-openvino (the same loop on the
+ONNX Runtime or OpenVINO export, built once and cached next to the model), track (``model.track`` with ByteTrack), region
 (``solutions.RegionCounter`` on the camera's zones), counter (``solutions.ObjectCounter`` on its
 line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime: false``, publishing
 to a real Mosquitto started here). With ``--realtime`` the monitor's cameras play at the clip's rate like
@@ -42,6 +42,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_720P = RESULTS / "vtest-720p.mp4"
 PLAIN_MODES = ("predict", "predict-onnx", "track", "region", "counter")
+EXPORT_MODES = ("predict-onnx", "predict-openvino")  # predict-openvino needs: pip install openvino
 
 
 # --- shared by parent and child -----------------------------------------------------------------
@@ -84,6 +85,8 @@ def child(args: argparse.Namespace) -> dict:
     config, model_name, model_config, camera_name, camera = load_bench_config(Path(args.config), args.imgsz, args.engine)
     if args.max_batch:
         model_config = model_config.model_copy(update={"max_batch": args.max_batch})
+    if args.threads:  # the monitor applies it after Ultralytics' device setup, which resets torch's threads
+        model_config = model_config.model_copy(update={"threads": args.threads})
     if args.clip:
         camera = camera.model_copy(update={"source": args.clip})
         config = config.model_copy(update={"cameras": {**config.cameras, camera_name: camera}})
@@ -136,12 +139,16 @@ def make_plain_step(mode: str, model_config, camera, model_path: str):
 def run_plain(args: argparse.Namespace, model_config, camera) -> dict:
     from monitor.engines import prepare
 
-    if args.mode == "predict-onnx":  # the same loop on the ONNX Runtime export (built once, cached)
-        model_config = model_config.model_copy(update={"engine": "onnx"})
+    if args.mode in EXPORT_MODES:  # the same loop on an export (built once, cached next to the model)
+        model_config = model_config.model_copy(update={"engine": args.mode.split("-", 1)[1]})
     model_path = str(prepare("bench", model_config, "cpu", False))
     step = make_plain_step(args.mode, model_config, camera, model_path)
     warm = next(frames_of(str(camera.source), 1))[1]
     step(warm.copy())
+    if args.threads:  # again: Ultralytics' device setup (in the first call) resets torch to cores - 1 threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     latencies = []
     cpu0, started = cpu_seconds(), time.monotonic()
     for captured, image in frames_of(str(camera.source), args.frames):

@@ -7,6 +7,7 @@ export never downloads anything: a missing exporter package is a clear error nam
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import shutil
@@ -18,6 +19,7 @@ from monitor.config import ModelConfig
 log = logging.getLogger(__name__)
 
 SUFFIX = {"onnx": ".onnx", "openvino": "_openvino_model", "tensorrt": ".engine"}
+RUNTIME = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino"), "tensorrt": ("tensorrt", "tensorrt")}
 FORMAT = {"onnx": "onnx", "openvino": "openvino", "tensorrt": "engine"}
 
 
@@ -37,6 +39,13 @@ def device_key(engine: str, device: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(index)).strip("-").lower()
 
 
+def check_runtime(engine: str) -> None:
+    """Nothing is installed at run time (Ultralytics would try pip): a missing runtime is named up front."""
+    module, extra = RUNTIME[engine]
+    if importlib.util.find_spec(module) is None:
+        raise EngineError(f"{engine} needs the {module} package (pip install 'camera-monitor[{extra}]')")
+
+
 def cached_path(source: Path, engine: str, key: str, imgsz: int, batch: int, half: bool) -> Path:
     precision = "fp16" if half else "fp32"
     name = f"{source.stem}-{key}-{imgsz}-b{batch}-{precision}{SUFFIX[engine]}"
@@ -50,6 +59,7 @@ def prepare(name: str, config: ModelConfig, device: str, half: bool) -> Path:
         return source
     try:
         key = device_key(config.engine, device)
+        check_runtime(config.engine)
     except EngineError as exc:
         raise EngineError(f"models.{name}.engine: {exc}") from None
     target = cached_path(source, config.engine, key, config.imgsz, config.max_batch, half and config.engine == "tensorrt")
@@ -71,14 +81,16 @@ def _export(source: Path, config: ModelConfig, device: str, half: bool, target: 
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         copy = Path(scratch) / source.name
         shutil.copy2(source, copy)
-        exported = YOLO(str(copy), task="detect").export(
+        options = dict(
             format=FORMAT[config.engine],
             imgsz=config.imgsz,
             batch=config.max_batch,
             dynamic=True,  # any batch up to max_batch
             quantize=16 if half and config.engine == "tensorrt" else None,
-            simplify=False,  # onnxslim is not installed; simplification only saves load time
             device=device if config.engine == "tensorrt" else "cpu",
             verbose=False,
         )
+        if config.engine != "openvino":  # the OpenVINO exporter refuses the argument
+            options["simplify"] = False  # onnxslim is not installed; simplification only saves load time
+        exported = YOLO(str(copy), task="detect").export(**options)
         Path(exported).rename(target)
