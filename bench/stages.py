@@ -36,6 +36,7 @@ from bench.run import ROOT, cpu_seconds, machine, make_720p_clip, percentile
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+
 def decode(clip: Path, frames: int) -> tuple[list[np.ndarray], dict]:
     import cv2
 
