@@ -78,22 +78,18 @@ def letterbox_cost(detector, images: list[np.ndarray], repeats: int) -> dict:
 
 
 def monitor_split(detector, prepared: list, synchronize) -> dict:
-    """One ``Detector.infer`` batch cut into its steps (the same calls, timed one by one)."""
+    """One ``Detector.infer`` batch cut into its steps (the detector's own steps, timed one by one)."""
     import torch
-    from ultralytics.utils.nms import non_max_suppression
 
-    backend = detector._backend()
     marks = [time.perf_counter()]
     with torch.inference_mode():
-        pixels = detector.batch_buffer.upload([item.pixels for item in prepared], backend.device)
-        batch = (pixels.half() if backend.fp16 else pixels.float()).div_(255)
+        batch = detector.upload(prepared)
         synchronize()
         marks.append(time.perf_counter())
-        raw = backend(batch)
+        raw = detector._backend()(batch)
         synchronize()
         marks.append(time.perf_counter())
-        kept = non_max_suppression(raw, detector.thresholds.floor, detector.config.iou, agnostic=detector.config.agnostic_nms)
-        torch.cat(kept).cpu()
+        detector.read_back(detector.nms(raw), prepared)
         marks.append(time.perf_counter())
     steps = ("assembly_upload_ms", "model_ms", "nms_readback_ms")
     return {step: 1000 * (b - a) for step, a, b in zip(steps, marks, marks[1:])}

@@ -135,21 +135,37 @@ class Detector:
     def _infer_batch(self, prepared: list[PreparedImage]) -> list[Boxes]:
         """Upload, model, NMS on the device; one read-back for the whole batch."""
         import torch
+
+        with torch.inference_mode():
+            return self.read_back(self.nms(self._backend()(self.upload(prepared))), prepared)
+
+    # the steps of one batch, public so that bench/stages.py times exactly these
+
+    def upload(self, prepared: list[PreparedImage]):
+        """The batch on the model's device: BCHW RGB, 0-1, in the backend's precision."""
+        backend = self._backend()
+        pixels = self.batch_buffer.upload([item.pixels for item in prepared], backend.device)
+        return (pixels.half() if backend.fp16 else pixels.float()).div_(255)
+
+    def nms(self, raw) -> list:
+        """Per frame, an (n, 6) device tensor of the boxes kept: x1 y1 x2 y2 conf cls, in model-input pixels."""
         from ultralytics.utils.nms import non_max_suppression
 
-        backend = self._backend()
-        with torch.inference_mode():
-            pixels = self.batch_buffer.upload([item.pixels for item in prepared], backend.device)
-            batch = (pixels.half() if backend.fp16 else pixels.float()).div_(255)
-            kept = non_max_suppression(
-                backend(batch),
-                self.thresholds.floor,
-                self.config.iou,
-                agnostic=self.config.agnostic_nms,
-                max_det=MAX_DETECTIONS,
-                end2end=getattr(backend, "end2end", False),
-            )
-            rows = torch.cat(kept).float().cpu().numpy()  # (sum n, 6): x1 y1 x2 y2 conf cls
+        return non_max_suppression(
+            raw,
+            self.thresholds.floor,
+            self.config.iou,
+            agnostic=self.config.agnostic_nms,
+            max_det=MAX_DETECTIONS,
+            end2end=getattr(self._backend(), "end2end", False),
+        )
+
+    @staticmethod
+    def read_back(kept: list, prepared: list[PreparedImage]) -> list[Boxes]:
+        """One copy to the host for the whole batch, then each frame's boxes in its camera's pixels."""
+        import torch
+
+        rows = torch.cat(kept).float().cpu().numpy()
         splits = np.cumsum([len(k) for k in kept])[:-1]
         return [_to_boxes(part, item.box) for part, item in zip(np.split(rows, splits), prepared)]
 
