@@ -78,10 +78,6 @@ def peak_rss_mb() -> float:
 
 
 def child(args: argparse.Namespace) -> dict:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     config, model_name, model_config, camera_name, camera = load_bench_config(Path(args.config), args.imgsz, args.engine)
     if args.max_batch:
         model_config = model_config.model_copy(update={"max_batch": args.max_batch})
@@ -184,8 +180,9 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     monitor = Monitor(app, recorder.metrics)
     monitor.start()  # loads and warms up the model before the cameras start
     cpu0, started = cpu_seconds(), time.monotonic()
+    source_fps = camera_fps(camera)
     if args.realtime:  # live cameras: every camera plays at its clip's rate for frames/fps seconds
-        recorder.done.wait(timeout=args.frames / camera_fps(camera))
+        recorder.done.wait(timeout=args.frames / source_fps)
     else:
         recorder.done.wait(timeout=args.frames * cameras * 30)
     elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
@@ -197,7 +194,7 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     out.update(batches=recorder.batches, skipped=recorder.skipped, model_busy=round(recorder.inference_seconds / elapsed, 3))
     out.update(fps_per_camera=round(recorder.processed / elapsed / cameras, 3))
     if args.realtime:  # a camera is kept up with when the monitor processes (almost) every frame it delivers
-        out.update(source_fps=camera_fps(camera), kept_up=out["fps_per_camera"] >= 0.95 * camera_fps(camera))
+        out.update(source_fps=source_fps, kept_up=out["fps_per_camera"] >= 0.95 * source_fps)
     return out
 
 

@@ -66,11 +66,13 @@ class PreparedImage:
     box: Letterbox
 
 
+@dataclass(frozen=True, slots=True)
 class LetterboxSpec:
     """How a model wants its input: the image size, its stride, and whether a smaller rectangle will do."""
 
-    def __init__(self, imgsz: int, stride: int, rectangular: bool):
-        self.imgsz, self.stride, self.rectangular = imgsz, stride, rectangular
+    imgsz: int
+    stride: int
+    rectangular: bool
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
