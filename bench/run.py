@@ -133,7 +133,7 @@ def make_plain_step(mode: str, model_config, camera, model_path: str):
 
 
 def run_plain(args: argparse.Namespace, model_config, camera) -> dict:
-    from monitor.engines import prepare
+    from monitor.detection.engines import prepare
 
     if args.mode in EXPORT_MODES:  # the same loop on an export (built once, cached next to the model)
         model_config = model_config.model_copy(update={"engine": args.mode.split("-", 1)[1]})

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from monitor.common import ALL_ZONES
 from monitor.frame import Boxes, Counts
 
-ALL_ZONES = "_all"  # counting.ALL_ZONES, repeated to keep this module free of pipeline imports
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, RED = (255, 255, 255), (0, 0, 0), (0, 0, 255)
 BOX_COLOUR = (0, 200, 0)
@@ -117,4 +117,5 @@ def draw_banner(image: np.ndarray, text: str) -> None:
 
 
 def format_counts(counts: Mapping[str, int]) -> str:
-    return " ".join(f"{label}={n}" for label, n in counts.items())
+    """``person=3, car=1`` (``-`` when nothing is counted), for pictures and for the console."""
+    return ", ".join(f"{label}={n}" for label, n in counts.items()) or "-"

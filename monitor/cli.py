@@ -1,17 +1,24 @@
-"""Command line: ``monitor run``, ``monitor check``, ``monitor --version``."""
+"""Command line: every ``monitor`` command and its arguments, how it reports errors, and its exit code.
+
+Daemon: ``run``, ``check``. Setting up and offline work (``monitor.tools``, imported only by the command that
+uses them): ``snapshot``, ``dataset export|import``, ``train``, ``evaluate``, ``generate dataset|clip``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from monitor import __version__
 from monitor.config import ConfigError, load_config
 
 log = logging.getLogger("monitor")
 
-EXIT_CONFIG = 2
+EXIT_FAILED = 1
+EXIT_CONFIG = 2  # also: bad command-line input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,31 +41,77 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--skip", type=int, default=0, help="frames to skip first (file sources: seek into the clip)")
     snapshot.add_argument("--grid", type=int, default=0, help="draw a coordinate grid every N pixels")
 
-    dataset = commands.add_parser("dataset", help="the escalated frames saved for fine-tuning")
+    add_dataset_commands(commands)
+    add_training_commands(commands)
+    add_generate_commands(commands)
+    return parser
+
+
+def add_dataset_commands(commands) -> None:
+    dataset = commands.add_parser("dataset", help="datasets for fine-tuning: escalated frames, or a site's labelled frames")
     dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
     export = dataset_commands.add_parser("export", help="write the saved frames as a YOLO dataset (images, labels, data.yaml)")
     export.add_argument("--config", "-c", default="config.yaml")
     export.add_argument("--out", "-o", required=True, help="folder to write")
     export.add_argument("--val-fraction", type=float, default=0.2)
     export.add_argument("--include-disagreements", action="store_true", help="also frames whose boxes disagree with the model")
+    imp = dataset_commands.add_parser("import", help="a site's labelled frames (YOLO .txt) -> a train/val dataset + data.yaml")
+    imp.add_argument("--images", required=True, help="folder of frames (searched recursively)")
+    imp.add_argument("--labels", default=None, help="folder of .txt labels (default: beside the images, or images/ -> labels/)")
+    imp.add_argument("--names", required=True, action="append", help="class names in class-id order: ice_bag or a,b,c")
+    imp.add_argument("--out", "-o", required=True)
+    imp.add_argument("--val-fraction", type=float, default=0.2)
 
-    from monitor.training import add_commands  # dataset import, train, evaluate
 
-    add_commands(commands, dataset_commands)
-    generate = commands.add_parser("generate", add_help=False, help="synthetic ice-store frames: `generate dataset|clip ...` (--help)")
-    generate.add_argument("icegen_args", nargs=argparse.REMAINDER)
-    return parser
+def add_training_commands(commands) -> None:
+    common = {"--device": {"default": "auto", "help": "auto (first CUDA GPU, else cpu), cpu, 0, cuda:1"},
+              "--batch": {"type": int, "default": 16},
+              "--threads": {"type": int, "default": None, "help": "torch CPU threads (default: torch's)"}}
+    train = commands.add_parser("train", help="fine-tune a YOLO model on a dataset; best weights to --out")
+    train.add_argument("--data", required=True, help="data.yaml (from `monitor dataset import` or `export`)")
+    train.add_argument("--model", required=True, help="starting weights, e.g. models/ice-bags.pt (or an architecture .yaml)")
+    train.add_argument("--out", "-o", required=True, help="where the best weights go, e.g. models/site.pt")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--imgsz", type=int, default=640)
+    train.add_argument("--workers", type=int, default=0, help="data loader processes")
+    train.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
+    train.add_argument("--amp", action="store_true", help="mixed precision on a GPU (Ultralytics' check wants a download)")
+    train.add_argument("--runs", default="runs", help="Ultralytics run folders (plots off; weights, results.csv)")
+    evaluate = commands.add_parser("evaluate", help="mAP50 of a model on a dataset's val split")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--imgsz", type=int, default=None, help="default: the size the model was trained at")
+    evaluate.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    for parser in (train, evaluate):
+        for flag, kwargs in common.items():
+            parser.add_argument(flag, **kwargs)
+
+
+def add_generate_commands(commands) -> None:
+    generate = commands.add_parser("generate", help="synthetic ice-store frames with exact ground truth")
+    actions = generate.add_subparsers(dest="generate_command", required=True)
+    data = actions.add_parser("dataset", help="write a YOLO dataset (images/, labels/, data.yaml)")
+    data.add_argument("out_dir")
+    data.add_argument("--train", type=int, default=1200)
+    data.add_argument("--val", type=int, default=200)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--imgsz", type=int, default=640, help="long side of the saved images")
+    clip = actions.add_parser("clip", help="write a video and its per-frame ground-truth JSON")
+    clip.add_argument("out", help="output video path (.mp4 or .avi)")
+    clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--frames", type=int, default=150)
+    clip.add_argument("--fps", type=float, default=10.0)
+    for sub in (data, clip):
+        sub.add_argument("--width", type=int, default=640)
+        sub.add_argument("--height", type=int, default=480)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["generate"]:  # monitor.icegen parses its own arguments (and --help)
-        from monitor.icegen import main as generate
-
-        return generate(argv[1:])
-    args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "dataset": cmd_dataset}
-    handlers.update(train=cmd_train, evaluate=cmd_evaluate)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    handlers = {
+        "run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "dataset": cmd_dataset,
+        "train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
+    }
     return handlers[args.command](args)
 
 
@@ -71,6 +124,9 @@ def report_config_error(path: str, error: ConfigError) -> int:
     for problem in error.problems:
         print(f"  {problem}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+# --- the daemon ------------------------------------------------------------------------------------------------
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -104,6 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return report_config_error(args.config, error)
 
 
+# --- setting up and offline work -------------------------------------------------------------------------------
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     try:
@@ -113,10 +172,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.camera not in config.cameras:
         print(f"unknown camera {args.camera!r} (configured: {', '.join(config.cameras)})", file=sys.stderr)
         return EXIT_CONFIG
-    from pathlib import Path
-
-    from monitor.detection import ModelLoadError
-    from monitor.snapshot import SnapshotError, describe, take_snapshot, write_jpeg
+    from monitor.detection.detector import ModelLoadError
+    from monitor.tools.snapshot import SnapshotError, describe, take_snapshot, write_jpeg
 
     out = Path(args.out or f"snapshot-{args.camera}.jpg")
     try:
@@ -124,26 +181,114 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         write_jpeg(out, snapshot.image)
     except (SnapshotError, ModelLoadError) as error:
         print(f"snapshot failed: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print("\n".join(describe(config, args.camera, snapshot)))
     print(f"wrote {out}")
     return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from monitor.dataset import cmd_export
-    from monitor.training import cmd_import
+    return cmd_dataset_import(args) if args.dataset_command == "import" else cmd_dataset_export(args)
 
-    return cmd_import(args) if args.dataset_command == "import" else cmd_export(args)
+
+def cmd_dataset_export(args: argparse.Namespace) -> int:
+    """Exit 0 written, 1 nothing to export, 2 config problem."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        return report_config_error(args.config, error)
+    if config.escalation is None or config.escalation.dataset.dir is None:
+        return report_config_error(args.config, ConfigError(["escalation.dataset.dir: not set, so no frames were saved"]))
+    if not 0 <= args.val_fraction < 1:
+        print("--val-fraction must be in [0, 1)", file=sys.stderr)
+        return EXIT_CONFIG
+    from monitor.tools.dataset import export_dataset
+
+    summary = export_dataset(config.escalation.dataset.dir, Path(args.out), args.val_fraction, args.include_disagreements)
+    for problem in summary.skipped:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(
+        f"{args.out}: {summary.train} train and {summary.val} val images, {summary.boxes} boxes, "
+        f"classes {summary.names}; {len(summary.review)} frames disagree with the model (review.txt)"
+    )
+    return 0 if summary.train else EXIT_FAILED
+
+
+def cmd_dataset_import(args: argparse.Namespace) -> int:
+    """Exit 0 written, 1 nothing usable, 2 usage."""
+    from monitor.tools.training import TrainingError, import_labelled
+
+    names = [n.strip() for given in args.names for n in given.split(",") if n.strip()]
+    images = Path(args.images)
+    if not images.is_dir() or not names or not 0 <= args.val_fraction < 1:
+        print("dataset import: --images must be a folder, --names non-empty, --val-fraction in [0, 1)", file=sys.stderr)
+        return EXIT_CONFIG
+    labels = Path(args.labels) if args.labels else None
+    try:
+        summary = import_labelled(images, labels, names, Path(args.out), args.val_fraction)
+    except TrainingError as error:
+        print(f"dataset import: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    for problem in summary.problems:
+        print(f"left out: {problem}", file=sys.stderr)
+    if summary.unlabelled:
+        print(f"left out {len(summary.unlabelled)} images without a label file, e.g. {summary.unlabelled[0]}", file=sys.stderr)
+    print(f"{Path(args.out) / 'data.yaml'}: {summary.train} train and {summary.val} val images, "
+          f"{summary.boxes} boxes, classes {names}")
+    return 0 if summary.train else EXIT_FAILED
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from monitor.training import cmd_train as train
+    from monitor.tools.training import TrainingError, TrainRequest, metrics_path, train
 
-    return train(args)
+    limit_torch_threads(args.threads)
+    request = TrainRequest(data=Path(args.data), model=args.model, out=Path(args.out), epochs=args.epochs, imgsz=args.imgsz,
+                           batch=args.batch, device=args.device, workers=args.workers, patience=args.patience,
+                           amp=args.amp, runs=Path(args.runs))
+    try:
+        metrics = train(request)
+    except TrainingError as error:
+        print(f"train: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {request.out} ({metrics['training']['seconds']:.0f} s on {metrics['training']['device']}) "
+          f"and {metrics_path(request.out)}")
+    print(describe_detection(metrics["detection"]))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from monitor.training import cmd_evaluate as evaluate
+    from monitor.tools.training import TrainingError, evaluate
 
-    return evaluate(args)
+    limit_torch_threads(args.threads)
+    try:
+        detection = evaluate(args.model, Path(args.data), args.imgsz, args.device, args.batch)
+    except TrainingError as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.model} on {args.data}:")
+    print(describe_detection(detection))
+    if args.json:
+        Path(args.json).write_text(json.dumps(detection, indent=2) + "\n")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from monitor.tools.icegen import write_clip, write_dataset
+
+    if args.generate_command == "dataset":
+        print(write_dataset(args.out_dir, args.train, args.val, args.seed, args.imgsz, args.width, args.height))
+    else:
+        print(write_clip(args.out, args.seed, args.frames, args.fps, args.width, args.height))
+    return 0
+
+
+def describe_detection(detection: dict) -> str:
+    return (f"mAP50 {detection['map50']:.3f}  mAP50-95 {detection['map50_95']:.3f}  precision {detection['precision']:.3f}  "
+            f"recall {detection['recall']:.3f}  ({detection['images']} val images, {detection['boxes']} boxes, imgsz {detection['imgsz']})")
+
+
+def limit_torch_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections import deque
 
-from monitor.config import SmoothingConfig
+from monitor.common import ALL_ZONES
+from monitor.config import CameraConfig, SmoothingConfig
 from monitor.frame import Boxes, Counts
 
-ALL_ZONES = "_all"  # the whole image, for the "totals" of a camera
+
+def zone_labels(camera: CameraConfig, labels: list[str]) -> dict[str, list[str]]:
+    """Per zone (and ``ALL_ZONES``), the labels counted there: the camera's ``classes`` (default: every label
+    the model reports), narrowed by the zone's own ``classes``."""
+    counted = camera.classes or labels
+    out = {zone: [label for label in counted if not z.classes or label in z.classes] for zone, z in camera.zones.items()}
+    out[ALL_ZONES] = list(counted)
+    return out
 
 
 def raw_counts(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -71,8 +70,6 @@ class FrameResult:
     counts: Counts = field(default_factory=dict)  # smoothed; what is published
     line_totals: dict[str, dict[str, int]] = field(default_factory=dict)  # line -> {"in": n, "out": n}
     counts_changed: bool = False
-    events: list[Any] = field(default_factory=list)  # safety events started/updated/ended on this frame
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
     @property
     def camera(self) -> str:

@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import cv2
 
+from monitor.annotate import annotate
+from monitor.common import iso_utc
 from monitor.config import CameraConfig, LiveViewConfig
 from monitor.frame import FrameResult
 
@@ -48,9 +50,6 @@ class FrameSource:
             return data
 
     def _encode(self, result: FrameResult) -> bytes:
-        from monitor.annotate import annotate
-        from monitor.publishing import iso_utc
-
         title = f"{self.name}  {iso_utc(result.frame.wall_time)}  frame {result.frame.index}"
         image = annotate(result.frame.image.copy(), self.zones, result.objects, result.labels, counts=result.counts, title=title)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -116,17 +115,17 @@ class LiveView:
             server_version = "monitor-live-view"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                view._answer(self)
+                view.answer(self)
 
             def do_HEAD(self) -> None:  # noqa: N802
-                view._answer(self, head=True)
+                view.answer(self, head=True)
 
             def log_message(self, format: str, *args) -> None:
                 log.debug("live view: " + format, *args)
 
         return Handler
 
-    def _answer(self, request: BaseHTTPRequestHandler, head: bool = False) -> None:
+    def answer(self, request: BaseHTTPRequestHandler, head: bool = False) -> None:
         path = unquote(urlsplit(request.path).path)
         if path in ("/", "/index.html"):
             self._send(request, 200, "text/html; charset=utf-8", index_page(list(self.sources), self.config.refresh_s), head)

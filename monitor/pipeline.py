@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 
 from monitor.capture import CameraReader, CameraState
 from monitor.config import AppConfig, CameraConfig, check_model_classes
-from monitor.counting import ALL_ZONES, CountSmoother, raw_counts
-from monitor.detection import Detector, InferenceWorker, load_detectors
-from monitor.escalation import CameraEscalation, build_camera_escalation, build_service
+from monitor.counting import CountSmoother, raw_counts, zone_labels
+from monitor.detection.detector import Detector, load_detectors
+from monitor.detection.worker import InferenceWorker
+from monitor.escalation.camera import CameraEscalation, build_camera_escalation
+from monitor.escalation.service import build_service
 from monitor.evidence import EvidenceStore
 from monitor.frame import FrameResult
-from monitor.homeassistant import build_discovery
 from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
-from monitor.publishing import CountsTopics, Publisher
-from monitor.safety import SafetyEngine
+from monitor.publishing.homeassistant import build_discovery
+from monitor.publishing.publisher import Publisher
+from monitor.publishing.topics import CountsTopics
+from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
 
 log = logging.getLogger(__name__)
@@ -83,12 +86,7 @@ class CameraLoop:
         self._last_inferred: FrameResult | None = None  # what a frame without motion reuses
         self.topics = CountsTopics(app.mqtt, name, publisher.last_seq(name))
         self._stale = False
-        self.counted_labels = config.classes or detector.label_set
-        self.zone_labels = {
-            zone: [label for label in self.counted_labels if not z.classes or label in z.classes]
-            for zone, z in config.zones.items()
-        }
-        self.zone_labels[ALL_ZONES] = list(self.counted_labels)
+        self.zone_labels = zone_labels(config, detector.label_set)
         self.last_result: FrameResult | None = None
         self.last_progress = time.monotonic()
         self.stats = CameraStats()
@@ -132,15 +130,12 @@ class CameraLoop:
             self._log_interval()
 
     def process(self, result: FrameResult) -> FrameResult:
-        started = time.monotonic()
         self._detect(result)
-        inferred_at = time.monotonic()
         object_labels = [self.labels[c] for c in result.objects.class_id.tolist()]
         result.object_zones = self.zones.assign(result.objects, object_labels)
         result.line_totals = self.lines.update(result.objects, object_labels)
         result.raw_counts = raw_counts(result.objects, result.object_zones, object_labels, self.zone_labels)
         result.counts, result.counts_changed = self.smoother.update(result.raw_counts)
-        result.timings.update(inference=inferred_at - started, post=time.monotonic() - inferred_at)
         if self.safety:
             self.publisher.publish_all(self.safety.update(result))
         if self.escalation:  # after counting and safety: may override counts, reviews safety events
@@ -239,7 +234,8 @@ class Monitor:
             loop.escalation = build_camera_escalation(
                 name, cam, config, self.escalation, self.detectors[cam.model], loop.zone_labels, self.metrics
             )
-        self.home_assistant = build_discovery(config, self.loops) if config.home_assistant.enabled else None
+        zone_labels = {name: loop.zone_labels for name, loop in self.loops.items()}
+        self.home_assistant = build_discovery(config, zone_labels) if config.home_assistant.enabled else None
         self.live_view = build_live_view(config.live_view, config.cameras, self.loops) if config.live_view.enabled else None
         self._http = None
 

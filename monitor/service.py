@@ -100,14 +100,14 @@ def stalled_parts(monitor, stall_s: float, now: float | None = None) -> list[str
             problems.append(f"camera {name}: no progress for {now - loop.last_progress:.0f}s")
     for name, worker in monitor.workers.items():
         busy_since = worker.busy_since
-        if getattr(worker, "fatal", None):
+        if worker.fatal:
             problems.append(worker.fatal)
         elif not worker.alive:
             problems.append(f"model {name}: inference thread ended")
         elif busy_since is not None and now - busy_since > stall_s:
             problems.append(f"model {name}: inference hung for {now - busy_since:.0f}s")
     publisher = monitor.publisher
-    if not publisher._thread.is_alive():
+    if not publisher.alive:
         problems.append("publisher: thread ended")
     elif now - publisher.last_progress > stall_s:
         problems.append(f"publisher: no progress for {now - publisher.last_progress:.0f}s")
@@ -115,7 +115,7 @@ def stalled_parts(monitor, stall_s: float, now: float | None = None) -> list[str
 
 
 def fatal_problems(monitor) -> list[str]:
-    return [worker.fatal for worker in monitor.workers.values() if getattr(worker, "fatal", None)]
+    return [worker.fatal for worker in monitor.workers.values() if worker.fatal]
 
 
 def build_monitor(config: AppConfig):
@@ -226,5 +226,5 @@ class Service:
 
     def _status(self) -> str:
         cameras = len(self.config.cameras)
-        return f"running: {cameras} camera{'s' if cameras != 1 else ''} on {getattr(self.monitor, 'device', '?')}"
+        return f"running: {cameras} camera{'s' if cameras != 1 else ''} on {self.monitor.device if self.monitor else '?'}"
 

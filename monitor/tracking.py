@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.config import CameraConfig, LineConfig, ZoneConfig
-from monitor.detection import TRACKER_LOW_CONF, ClassThresholds
+from monitor.detection.detector import TRACKER_LOW_CONF, ClassThresholds
 from monitor.frame import Boxes
+from monitor.geometry import anchor_points, points_in_polygon
 
 LOST_TRACK_FRAMES = 30  # keep a lost track this many frames (ByteTrack's track_buffer)
 
@@ -74,24 +75,6 @@ class ObjectTracker:
         unconfirmed = passing.copy()
         unconfirmed[source] = False
         return tracked.concat(detections.select(unconfirmed)) if unconfirmed.any() else tracked
-
-
-def anchor_points(xyxy: np.ndarray, anchor: str) -> np.ndarray:
-    """(N, 2) points that decide zone membership: bottom-centre (feet, on the floor) or centre."""
-    x = (xyxy[:, 0] + xyxy[:, 2]) / 2
-    y = xyxy[:, 3] if anchor == "bottom_center" else (xyxy[:, 1] + xyxy[:, 3]) / 2
-    return np.column_stack([x, y])
-
-
-def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Even-odd rule, vectorised over points; points on an edge may fall either way."""
-    x, y = points[:, 0:1], points[:, 1:2]
-    x0, y0 = polygon[:, 0], polygon[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    straddles = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return np.count_nonzero(straddles & (x < x_cross), axis=1) % 2 == 1
 
 
 @dataclass(frozen=True)

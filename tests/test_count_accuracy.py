@@ -36,7 +36,8 @@ import pytest
 
 from conftest import ROOT, Broker, street_config, write_config
 from monitor.config import load_config
-from monitor.counting import ALL_ZONES, raw_counts
+from monitor.common import ALL_ZONES
+from monitor.counting import raw_counts
 from monitor.pipeline import Monitor
 
 LABELS = ROOT / "tests" / "data" / "vtest_labels.json"
@@ -180,7 +181,7 @@ def test_labels_agree_with_their_foot_points():
     """The per-zone labels follow from the labelled foot points, the config polygons and the bottom-centre rule."""
     import numpy as np
 
-    from monitor.tracking import points_in_polygon
+    from monitor.geometry import points_in_polygon
 
     config = load_config(ROOT / "config.yaml").cameras["street"]
     for frame, entry in json.loads(LABELS.read_text())["frames"].items():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from monitor.config import SmoothingConfig
-from monitor.counting import ALL_ZONES, CountSmoother, Smoother, raw_counts
+from monitor.common import ALL_ZONES
+from monitor.counting import CountSmoother, Smoother, raw_counts
 from monitor.frame import Boxes
 
 

@@ -13,10 +13,11 @@ import yaml
 
 from monitor.cli import main
 from monitor.config import DatasetConfig, parse_config
-from monitor.counting import ALL_ZONES
-from monitor.dataset import DatasetWriter, frame_labels
+from monitor.common import ALL_ZONES
 from monitor.detection import Detector
-from monitor.escalation import Ambiguity, CameraBrief, EscalationOutcome, ModelAnswer, snapshot
+from monitor.escalation import Ambiguity, CameraBrief, Candidate, EscalationOutcome, ModelAnswer, build_request
+from monitor.escalation.records import DatasetWriter
+from monitor.tools.dataset import frame_labels
 from monitor.frame import CapturedFrame, FrameResult
 from conftest import street_config, write_config
 
@@ -56,8 +57,7 @@ def save_frame(writer, detector, brief_, index, image, boxes, totals_delta=0, ev
     result = FrameResult(CapturedFrame("street", index, image, time.time() + index, time.monotonic()), detector.labels)
     result.detections, result.objects = boxes, objects
     result.counts = {ALL_ZONES: {"person": len(objects)}}
-    request = snapshot(brief_, result, Ambiguity(0.7, "grey_band"), [], lambda outcome: None, image.copy())
-    request.events = events or []
+    request = build_request(brief_, Candidate.of(Ambiguity(0.7, "grey_band"), result, events or []), lambda outcome: None)
     answer = ModelAnswer({ALL_ZONES: {"person": len(objects) + totals_delta}}, verdicts or [], "people on a street")
     return writer.save(request, image, EscalationOutcome(request, "ok", answer))
 

@@ -10,7 +10,7 @@ import pytest
 
 from monitor.config import ModelConfig
 from monitor.detection import Detector, InferenceWorker, ModelLoadError, load_model
-from monitor.engines import cached_path, prepare
+from monitor.detection.engines import cached_path, prepare
 from monitor.frame import Boxes
 from monitor.metrics import Metrics
 

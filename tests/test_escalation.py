@@ -12,26 +12,18 @@ import numpy as np
 import pytest
 
 from monitor.config import ConfigError, parse_config
-from monitor.counting import ALL_ZONES
+from monitor.common import ALL_ZONES
 from monitor.detection import ClassThresholds
-from monitor.escalation import (
-    AmbiguityScorer,
-    AnswerRejected,
-    Budget,
-    CircuitBreaker,
-    CountOverride,
-    EscalationService,
-    HourlyCap,
-    StretchSelector,
-    Ambiguity,
-    answer_schema,
-    build_camera_escalation,
-    endpoint_on_site,
-    image_tokens,
-    parse_answer,
-)
+from monitor.escalation.ambiguity import Ambiguity, AmbiguityScorer, StretchSelector
+from monitor.escalation.camera import CountOverride, build_camera_escalation
+from monitor.escalation.client import endpoint_on_site
+from monitor.escalation.limits import Budget, CircuitBreaker, HourlyCap
+from monitor.escalation.prompt import image_tokens
+from monitor.escalation.schema import AnswerRejected, answer_schema, parse_answer
+from monitor.escalation.service import EscalationService
 from monitor.frame import Boxes, CapturedFrame, FrameResult
 from monitor.metrics import Metrics
+from monitor.safety.events import OpenEvent
 from conftest import street_config
 from fake_openai import Answer, FakeOpenAI, Hang, Raw, Status
 
@@ -189,7 +181,7 @@ def test_class_disagreement_on_one_object(street_image):
 
 def test_weak_safety_event_is_ambiguous_until_reviewed(street_image):
     s = scorer(app_config())
-    event = SimpleNamespace(id="ev1", rule="person_down", zone="lawn", track_ids=[3], ambiguous=True, status="candidate")
+    event = OpenEvent("ev1", "person_down", "person_down", "lawn", (3,), True, "candidate", "pending", ())
     assert s.score(frame_result(street_image), [event]).reason == "weak_event"
     s.reviewed_events.add("ev1")
     assert s.score(frame_result(street_image), [event]).score == 0.0
@@ -201,7 +193,7 @@ def test_stretch_hands_on_its_best_frame_once(street_image):
     scores = [0.6, 0.9, 0.7, 0.2, 0.6, 0.55]
     out = [selector.update(0.1 * i, Ambiguity(s, "grey_band"), r, []) for i, (s, r) in enumerate(zip(scores, results))]
     assert [o is not None for o in out] == [False, False, False, True, False, False]
-    assert out[3][1].frame.index == 1  # the 0.9 frame
+    assert out[3].result.frame.index == 1  # the 0.9 frame
     # a lasting ambiguity is still sent after stretch_s
     assert selector.update(1.5, Ambiguity(0.6, "grey_band"), results[0], []) is not None
 
@@ -317,17 +309,17 @@ def test_image_token_estimate_follows_openai_tiles():
 def test_answers_outside_the_schema_are_rejected(street_image):
     app = app_config()
     escalation, _ = camera_escalation(app, Metrics())
-    request = SimpleNamespace(events=[{"id": "ev1", "rule": "person_down", "zone": "lawn", "track_ids": [], "ambiguous": True}])
-    schema = answer_schema(escalation.brief, request.events)
+    event_ids = {"ev1"}
+    schema = answer_schema(escalation.brief.labels, escalation.brief.zone_labels, sorted(event_ids))
     good = {
         "totals": {"person": 3},
         "zones": {"lot": {"person": 0}, "path": {"person": 3}, "lawn": {"person": 0}},
         "events": [{"id": "ev1", "real": False, "note": "a jacket"}],
         "description": "three people on the path",
     }
-    answer = parse_answer(json.dumps(good), schema, request)
+    answer = parse_answer(json.dumps(good), schema, event_ids)
     assert answer.counts[ALL_ZONES] == {"person": 3} and answer.events[0]["real"] is False
-    assert parse_answer("```json\n" + json.dumps(good) + "\n```", schema, request).counts == answer.counts
+    assert parse_answer("```json\n" + json.dumps(good) + "\n```", schema, event_ids).counts == answer.counts
     bad = [
         ("", "malformed"),
         ("{not json", "malformed"),
@@ -340,7 +332,7 @@ def test_answers_outside_the_schema_are_rejected(street_image):
     ]
     for content, kind in bad:
         with pytest.raises(AnswerRejected) as rejected:
-            parse_answer(content, schema, request)
+            parse_answer(content, schema, event_ids)
         assert rejected.value.kind == kind, content
 
 

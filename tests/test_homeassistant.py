@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Broker, cut_clip, street_config, Subscriber
 from monitor.config import HomeAssistantConfig, MqttConfig, parse_config
-from monitor.homeassistant import CameraEntities, HomeAssistantDiscovery
+from monitor.publishing.homeassistant import CameraEntities, HomeAssistantDiscovery
 from monitor.metrics import Metrics
 from monitor.pipeline import Monitor
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor import icegen
+from monitor.tools import icegen
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from conftest import ROOT, Broker, write_config
 
-from monitor import icegen
+from monitor.tools import icegen
 from monitor.cli import main
 from monitor.config import load_config
 from monitor.pipeline import Monitor

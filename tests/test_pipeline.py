@@ -193,7 +193,8 @@ def test_prometheus_metrics_during_a_run(live_run):
     _, samples, later, _, _ = live_run
     frames = {stage: metric(samples, "monitor_frames_total", camera="street", stage=stage) for stage in ("captured", "processed", "dropped")}
     assert frames["captured"] >= frames["processed"] > 0
-    assert frames["dropped"] >= 0
+    # every captured frame was processed, replaced by a newer one (dropped), or was still waiting or in work
+    assert 0 <= frames["captured"] - frames["processed"] - frames["dropped"] <= 2, frames
     assert metric(later, "monitor_frames_total", camera="street", stage="processed") > frames["processed"]
     assert metric(samples, "monitor_inference_seconds_count", model="person") > 0
     assert 0 < metric(samples, "monitor_inference_seconds_sum", model="person") / metric(samples, "monitor_inference_seconds_count", model="person") < 5

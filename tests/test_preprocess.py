@@ -8,7 +8,7 @@ import torch
 from ultralytics.data.augment import LetterBox
 from ultralytics.utils import ops
 
-from monitor.preprocess import BatchBuffer, Letterbox, LetterboxSpec
+from monitor.detection.preprocess import BatchBuffer, Letterbox, LetterboxSpec
 
 SHAPES = [(576, 768), (720, 1280), (1080, 810), (100, 50), (640, 640), (333, 517)]  # (h, w)
 

@@ -187,12 +187,25 @@ def test_cooldown_per_object():
     assert starts == [[1], [2], [1]]
 
 
-def test_new_tracks_in_an_active_zone_event_are_separate_events_and_updates_are_rate_limited():
+def test_new_tracks_in_an_active_zone_are_separate_per_object_events():
     scene = Scene([INTRUSION])
     scene.run(2.0, [person(IN_LOT, 1)])
     scene.run(2.0, [person(IN_LOT, 1), person((10, 30, 30, 90), 2)])
     assert [(e["type"], e["track_ids"]) for e in scene.events()] == [("start", [1]), ("start", [2])]
     assert scene.active()["count"] == 2
+
+
+def test_updates_of_a_per_zone_event_whose_tracks_change_every_frame_are_rate_limited():
+    scene = Scene([{**INTRUSION, "per": "zone"}])
+    scene.run(1.5, [person(IN_LOT, 1)])
+    updates_at = []
+    for frame in range(3 * FPS):  # a new track id on every frame for 3 s: the event's track set changes each time
+        for event in scene.frame([person(IN_LOT, 100 + frame)]):
+            if event["type"] == "update":
+                updates_at.append(scene.t)
+    assert [e["type"] for e in scene.events()].count("start") == 1
+    assert 2 <= len(updates_at) <= 4, updates_at  # about one per second of stream time, not one per frame
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(updates_at, updates_at[1:])), updates_at
 
 
 def test_objects_outside_the_rule_classes_do_not_count():
@@ -226,7 +239,7 @@ def test_person_down_ambiguous_waits_for_review_then_starts_unconfirmed():
     assert scene.events() == []
     (candidate,) = scene.engine.open_events()
     assert candidate.status == "candidate" and candidate.ambiguous and candidate.verdict == "pending"
-    assert candidate.image is not None and candidate.boxes == [LYING]
+    assert candidate.image is not None and list(candidate.boxes) == [LYING]
     scene.run(5.0, [], detections=weak)  # unreviewed_after_s 5 after it was due (t 3.0)
     (start,) = scene.events()
     assert start["verdict"] == "unconfirmed" and start["ambiguous"] is True and start["status"] == "active"

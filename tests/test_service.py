@@ -108,12 +108,11 @@ def test_watchdog_interval_is_half_of_watchdog_sec():
 
 
 def fake_monitor(now: float, **overrides):
-    alive = SimpleNamespace(is_alive=lambda: True)
     parts = dict(
         loops={"a": SimpleNamespace(finished=False, last_progress=now)},
         readers={"a": SimpleNamespace(state="up")},
         workers={"m": SimpleNamespace(busy_since=None, alive=True, fatal=None)},
-        publisher=SimpleNamespace(_thread=alive, last_progress=now),
+        publisher=SimpleNamespace(alive=True, last_progress=now),
     )
     parts.update(overrides)
     return SimpleNamespace(**parts)
@@ -128,7 +127,7 @@ def test_stalled_parts_names_what_is_stuck():
     assert stalled_parts(fake_monitor(now, workers=hung), 10, now) == ["model m: inference hung for 30s"]
     idle = {"m": SimpleNamespace(busy_since=None, alive=True, fatal=None)}  # idle is not hung
     assert stalled_parts(fake_monitor(now, workers=idle), 10, now + 5) == []
-    dead_publisher = SimpleNamespace(_thread=SimpleNamespace(is_alive=lambda: False), last_progress=now)
+    dead_publisher = SimpleNamespace(alive=False, last_progress=now)
     assert stalled_parts(fake_monitor(now, publisher=dead_publisher), 10, now) == ["publisher: thread ended"]
 
 

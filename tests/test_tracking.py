@@ -8,7 +8,8 @@ import pytest
 from monitor.config import CameraConfig, LineConfig, ModelConfig
 from monitor.detection import ClassThresholds
 from monitor.frame import Boxes
-from monitor.tracking import LOST_TRACK_FRAMES, LineCounter, ObjectTracker, ZoneMap, anchor_points, points_in_polygon
+from monitor.geometry import anchor_points, points_in_polygon
+from monitor.tracking import LOST_TRACK_FRAMES, LineCounter, ObjectTracker, ZoneMap
 
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float64)
 L_SHAPE = np.array([[0, 0], [10, 0], [10, 4], [4, 4], [4, 10], [0, 10]], np.float64)  # concave

@@ -17,7 +17,7 @@ from conftest import ROOT, Broker, write_config
 from fake_openai import FakeOpenAI
 from test_ice_model import no_network, one_thread  # noqa: F401  (fixtures)
 
-from monitor import icegen
+from monitor.tools import icegen
 from monitor.cli import main
 from monitor.config import load_config
 from monitor.pipeline import Monitor

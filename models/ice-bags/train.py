@@ -1,5 +1,5 @@
 """Recipe for models/ice-bags.pt: a YOLO11n detector of bags of ice, trained from scratch
-on frames from monitor.icegen only, on CPU with one thread.
+on frames from monitor.tools.icegen only, on CPU with one thread.
 
     python models/ice-bags/train.py                 # generate, train, evaluate, write files
     python models/ice-bags/train.py --stage eval    # re-evaluate models/ice-bags.pt only
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from monitor import icegen  # noqa: E402
+from monitor.tools import icegen  # noqa: E402
 
 MODEL_PATH = REPO / "models" / "ice-bags.pt"
 METRICS_PATH = REPO / "models" / "ice-bags.metrics.json"
@@ -67,8 +67,8 @@ def set_single_thread() -> None:
 
 
 def disable_font_download() -> None:
-    """check_det_dataset() would try to download Arial.ttf even with YOLO_OFFLINE=1 (see monitor.training)."""
-    from monitor.training import offline_ultralytics
+    """check_det_dataset() would try to download Arial.ttf even with YOLO_OFFLINE=1 (see monitor.tools.training)."""
+    from monitor.tools.training import offline_ultralytics
 
     offline_ultralytics()
 
@@ -180,7 +180,7 @@ def write_readme(metrics: dict) -> None:
     README_PATH.write_text(f"""# ice-bags: bags-of-ice detector (synthetic-only)
 
 `models/ice-bags.pt` is a YOLO11n detector with one class, `ice_bag`, trained **from scratch
-on generated images only**: every training frame comes from `monitor/icegen.py` (one fixed
+on generated images only**: every training frame comes from `monitor/tools/icegen.py` (one fixed
 CCTV view of an ice storage area: open-shelf merchandiser, platform cart in a painted bay,
 floor, people walking by). No real photograph was used and no pretrained weights.
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                    if not k.startswith(("test", "n_test", "tuning", "eval", "clip", "conf"))},
                 **{k: info.get(k) for k in ("epochs_completed", "train_minutes")}}
     metrics = {"model": "models/ice-bags.pt", "class_names": {"0": icegen.CLASS_NAME},
-               "data": "generated only (monitor.icegen); no real images, no pretrained weights",
+               "data": "generated only (monitor.tools.icegen); no real images, no pretrained weights",
                "training": training, "detection": detection_metrics(recipe, test_yaml, args.work),
                "counting": counting_metrics(recipe), "software": software()}
     METRICS_PATH.write_text(json.dumps(metrics, indent=2) + "\n")

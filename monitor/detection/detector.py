@@ -1,30 +1,24 @@
-"""Detection: one Ultralytics model per configured model, shared by its cameras through one inference worker.
+"""The detector: one loaded Ultralytics model and its settings, and the steps of one batch.
 
-The worker batches the frames that are ready at that moment (up to ``max_batch``, waiting at most
-``batch_wait_ms`` for more), so N cameras on one GPU cost far less than N single-frame calls. Each
-camera letterboxes its own frame before handing it in (``monitor.preprocess``); the worker uploads the
-batch from a reused (on CUDA, pinned) host buffer, runs Ultralytics' backend and NMS on the device, and
-reads every frame's boxes back at once.
+Each camera letterboxes its own frame (``monitor.detection.preprocess``); the inference worker
+(``monitor.detection.worker``) hands a batch to ``Detector.infer``, which uploads it from a reused (on
+CUDA, pinned) host buffer, runs Ultralytics' backend and NMS on the device, and reads every frame's
+boxes back at once, mapped to the camera's pixels.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
-import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from monitor.config import ConfigError, ModelConfig, model_labels
-from monitor.engines import EngineError, prepare
+from monitor.detection.engines import EngineError, prepare
+from monitor.detection.preprocess import BatchBuffer, Letterbox, LetterboxSpec, PreparedImage
 from monitor.frame import Boxes
-from monitor.preprocess import BatchBuffer, Letterbox, LetterboxSpec, PreparedImage
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +26,14 @@ TRACKER_LOW_CONF = 0.1  # ByteTrack's second-stage floor: weaker boxes keep exis
 MAX_DETECTIONS = 300  # per frame, after NMS (Ultralytics' default)
 
 
-class InferenceEvents(Protocol):
-    def inference_done(self, model: str, seconds: float, batch_size: int) -> None: ...
-
-
 class ModelLoadError(Exception):
     pass
 
 
 def choose_device(requested: str) -> str:
+    """``auto``: the first CUDA GPU if there is one, else the CPU; anything else as given (torch's names)."""
+    if requested.isdigit():
+        return f"cuda:{requested}"
     if requested != "auto":
         return requested
     import torch
@@ -199,114 +192,6 @@ def _to_boxes(rows: np.ndarray, box: Letterbox) -> Boxes:
         rows[:, 5].astype(np.int32),
         np.full(len(rows), -1, np.int64),
     )
-
-
-@dataclass
-class _Request:
-    prepared: PreparedImage
-    future: Future
-
-
-class InferenceWorker:
-    """Serves one Detector to many cameras: submit an image, get a Future of its Boxes."""
-
-    def __init__(self, detector: Detector, events: InferenceEvents | None = None, queue_size: int = 64):
-        self.detector = detector
-        self.events = events
-        self._requests: queue.Queue[_Request | None] = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name=f"inference-{detector.name}", daemon=True)
-        self.last_progress = time.monotonic()
-        self.busy_since: float | None = None
-        self.clients = 0  # cameras that submit (one frame in flight each); 0: unknown
-        self.fatal: str | None = None  # set after a CUDA error with on_gpu_failure: exit
-
-    def start(self) -> None:
-        if self.detector.config.warmup:
-            self.detector.warm_up()
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        try:
-            self._requests.put(None, timeout=1.0)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def submit(self, image: np.ndarray, timeout: float = 5.0) -> Future:
-        """Letterboxes on the caller's (the camera's) thread; the worker thread only batches and infers."""
-        future: Future = Future()
-        self._requests.put(_Request(self.detector.prepare(image), future), timeout=timeout)
-        return future
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._serve(batch)
-
-    def _next_batch(self) -> list[_Request] | None:
-        first = self._requests.get()
-        if first is None:
-            return None
-        batch = [first]
-        deadline = time.monotonic() + self.detector.config.batch_wait_ms / 1000
-        most = min(self.detector.config.max_batch, self.clients or self.detector.config.max_batch)
-        while len(batch) < most:  # every camera's frame is here: waiting longer gains nothing
-            try:
-                item = self._requests.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is None:
-                self._requests.put(None)  # stop after serving this batch
-                break
-            batch.append(item)
-        return batch
-
-    def _predict_or_fall_back(self, prepared: list[PreparedImage]) -> list[Boxes]:
-        """A CUDA error moves the model to the CPU (``on_gpu_failure: cpu``) or marks the worker fatal (``exit``)."""
-        try:
-            return self.detector.infer(prepared)
-        except Exception as exc:
-            if not (is_cuda_error(exc) and self.detector.device != "cpu"):
-                raise
-            if self.detector.config.on_gpu_failure == "exit" or not self.detector.is_pytorch:
-                self.fatal = f"model {self.detector.name}: CUDA error on {self.detector.device}: {exc}"
-                log.critical("%s; exiting so that systemd restarts the service", self.fatal)
-                raise
-            log.error("model %s: CUDA error on %s (%s); going on on the CPU", self.detector.name, self.detector.device, exc)
-            self.detector.use_cpu()
-            if hasattr(self.events, "gpu_fallback"):
-                self.events.gpu_fallback(self.detector.name)
-            return self.detector.infer(prepared)
-
-    def _serve(self, batch: list[_Request]) -> None:
-        started = time.monotonic()
-        self.busy_since = started
-        try:
-            outputs = self._predict_or_fall_back([request.prepared for request in batch])
-        except Exception as exc:  # one bad batch must not kill the worker
-            log.exception("model %s: inference failed", self.detector.name)
-            for request in batch:
-                request.future.set_exception(exc)
-            return
-        finally:
-            self.busy_since = None
-        seconds = time.monotonic() - started
-        self.last_progress = time.monotonic()
-        if self.events:
-            self.events.inference_done(self.detector.name, seconds, len(batch))
-        for request, boxes in zip(batch, outputs):
-            request.future.set_result(boxes)
-
-
-def is_cuda_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    return any(word in text for word in ("CUDA", "cuDNN", "CUBLAS", "AcceleratorError", "NVML"))
 
 
 def load_detectors(models: dict[str, ModelConfig], used: set[str]) -> dict[str, Detector]:

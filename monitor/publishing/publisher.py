@@ -1,92 +1,41 @@
-"""Publishing: counts (and later events) to MQTT with paho-mqtt 2.x, off the frame path.
+"""The publisher: owns the MQTT connection (paho-mqtt 2.x) and sends every message off the frame path.
 
-Topics under ``<prefix>``:
-- ``status``: ``online`` / ``offline``, retained; ``offline`` is also the last will.
-- ``<camera>/counts``: retained JSON with a per-camera ``seq`` that grows by 1 per message.
-- ``<camera>/<zone>/<class>`` and ``<camera>/totals/<class>``: the bare integer, retained.
+QoS 1/2 messages go through the durable outbox (``monitor.publishing.outbox``) and leave it only on the
+broker's acknowledgement; ``<prefix>/status`` is ``online`` after connecting and ``offline`` on a clean
+stop and as the last will.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 import paho.mqtt.client as mqtt
 
-from monitor.config import MqttConfig
-from monitor.counting import ALL_ZONES
-from monitor.frame import FrameResult
-from monitor.outbox import OutboxDrain, open_outbox
+from monitor.config import ConfigError, MqttConfig
+from monitor.publishing.message import Message
+from monitor.publishing.outbox import NullOutboxEvents, OutboxDrain, OutboxError, OutboxEvents, open_outbox
 
 log = logging.getLogger(__name__)
 
 _PUMP = object()  # wakes the sender thread to hand outbox messages to paho
 
-TOTALS_TOPIC = "totals"
-RESERVED_TOPIC_NAMES = frozenset({"counts", "events", "escalations", "status", TOTALS_TOPIC})
 
-
-class PublishEvents(Protocol):
+class PublishEvents(OutboxEvents, Protocol):
     def mqtt_state(self, connected: bool) -> None: ...
     def mqtt_message(self, result: str) -> None: ...
+    def outbox_state(self, messages: int, oldest_s: float) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    payload: str
-    qos: int
-    retain: bool
-    kind: str | None = None  # outbox size policy: "count", "state" or "event"; None: from the topic
-
-
-def iso_utc(wall_time: float) -> str:
-    return datetime.fromtimestamp(wall_time, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class CountsTopics:
-    """Builds a camera's count messages; tracks seq and which bare values changed."""
-
-    def __init__(self, config: MqttConfig, camera: str, seq: int = 0):
-        self.config = config
-        self.camera = camera
-        self.seq = seq  # the last seq sent; the outbox keeps it across restarts
-        self._last_bare: dict[str, int] = {}
-
-    def messages(self, result: FrameResult, extra: dict | None = None, force_bare: bool = False) -> list[Message]:
-        self.seq += 1
-        zones = {zone: dict(per_label) for zone, per_label in result.counts.items() if zone != ALL_ZONES}
-        totals = dict(result.counts.get(ALL_ZONES, {}))
-        payload = {
-            "camera": self.camera,
-            "ts": iso_utc(result.frame.wall_time),
-            "seq": self.seq,
-            "zones": zones,
-            "totals": totals,
-        }
-        if result.line_totals:
-            payload["lines"] = result.line_totals
-        payload.update(extra or {})
-        prefix = f"{self.config.prefix}/{self.camera}"
-        out = [Message(f"{prefix}/counts", json.dumps(payload, separators=(",", ":")), self.config.qos, True)]
-        if self.config.bare_topics:
-            out += self._bare_messages(prefix, zones, totals, force_bare)
-        return out
-
-    def _bare_messages(self, prefix: str, zones: dict, totals: dict, force: bool) -> list[Message]:
-        values = {f"{prefix}/{zone}/{label}": n for zone, per_label in zones.items() for label, n in per_label.items()}
-        values.update({f"{prefix}/{TOTALS_TOPIC}/{label}": n for label, n in totals.items()})
-        changed = {topic: n for topic, n in values.items() if force or self._last_bare.get(topic) != n}
-        self._last_bare.update(changed)
-        return [Message(topic, str(n), self.config.qos, True) for topic, n in changed.items()]
+class NullPublishEvents(NullOutboxEvents):
+    def mqtt_state(self, connected: bool) -> None: ...
+    def mqtt_message(self, result: str) -> None: ...
+    def outbox_state(self, messages: int, oldest_s: float) -> None: ...
 
 
 def make_client(config: MqttConfig) -> mqtt.Client:
@@ -135,7 +84,7 @@ class Publisher:
 
     def __init__(self, config: MqttConfig, events: PublishEvents | None = None):
         self.config = config
-        self.events = events
+        self.events = events or NullPublishEvents()
         self.connected = threading.Event()
         self.last_progress = time.monotonic()
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=config.queue_size)
@@ -144,7 +93,10 @@ class Publisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
-        self.outbox = open_outbox(config, events if hasattr(events, "outbox_full") else None)
+        try:
+            self.outbox = open_outbox(config.outbox, self.events)
+        except OutboxError as exc:
+            raise ConfigError([f"state_dir: {exc}"]) from None
         self._drain = OutboxDrain(self.outbox, self._client, config.outbox.inflight) if self.outbox else None
         self._client.max_inflight_messages_set(config.outbox.inflight)
         self._stop_deadline = 0.0
@@ -152,6 +104,11 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._status_topic = f"{config.prefix}/status"
         self.on_connect: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to resend discovery
+
+    @property
+    def alive(self) -> bool:
+        """The sender thread runs (for the service's health check)."""
+        return self._thread.is_alive()
 
     @property
     def where(self) -> str:
@@ -234,7 +191,7 @@ class Publisher:
             return
         self._drain.pump(self.connected.is_set())
         now = time.monotonic()
-        if now - self._outbox_reported >= 1.0 and hasattr(self.events, "outbox_state"):
+        if now - self._outbox_reported >= 1.0:
             self._outbox_reported = now
             self.events.outbox_state(self.outbox.size(), self.outbox.oldest_age())
 
@@ -267,15 +224,13 @@ class Publisher:
         self.connected.set()
         for hook in self.on_connect:
             hook()
-        if self.events:
-            self.events.mqtt_state(True)
+        self.events.mqtt_state(True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("MQTT disconnected from %s: %s", self.where, reason_code)
         self.connected.clear()
-        if self.events:
-            self.events.mqtt_state(False)
+        self.events.mqtt_state(False)
 
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("MQTT cannot connect to %s (%s); retrying", self.where, explain_connect_failure(self.config))
@@ -286,5 +241,4 @@ class Publisher:
         self._count("sent" if not reason_code.is_failure else "failed")
 
     def _count(self, result: str) -> None:
-        if self.events:
-            self.events.mqtt_message(result)
+        self.events.mqtt_message(result)

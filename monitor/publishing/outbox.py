@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from monitor.config import OutboxConfig
+
 log = logging.getLogger(__name__)
 
 COUNT, STATE, EVENT = "count", "state", "event"
@@ -349,17 +351,11 @@ class OutboxDrain:
         return not self._inflight and not self.outbox.pending(self._last_handed, 1)
 
 
-def open_outbox(config, events: OutboxEvents | None = None) -> Outbox | None:
-    """The outbox an ``MqttConfig`` asks for; None when disabled or not resolved to a path (no state dir)."""
-    settings = config.outbox
+def open_outbox(settings: OutboxConfig, events: OutboxEvents | None = None) -> Outbox | None:
+    """The outbox ``mqtt.outbox`` asks for; None when disabled or not resolved to a path. OutboxError if it cannot open."""
     if not settings.enabled or settings.path is None:
         return None
-    try:
-        outbox = Outbox(settings.path, settings.max_messages, settings.count_history, settings.synchronous, events)
-    except OutboxError as exc:
-        from monitor.config import ConfigError
-
-        raise ConfigError([f"state_dir: {exc}"]) from None
+    outbox = Outbox(settings.path, settings.max_messages, settings.count_history, settings.synchronous, events)
     pending = outbox.size()
     if pending:
         log.info("outbox %s: %d messages from before the restart will be sent first", outbox.path, pending)

@@ -1,115 +1,21 @@
-"""The learning loop: escalated frames saved with the detector's boxes and the model's answer (bounded on disk),
-and ``monitor dataset export`` writing them as a YOLO dataset (images/, labels/, data.yaml) for Ultralytics.
-
-On disk, per saved frame: ``<dir>/<camera>/<utc time>_<frame>_<reason>.jpg`` and a ``.json`` record next to it.
-"""
+"""``monitor dataset export``: the frames escalation saved (``monitor.escalation.records``) written as a YOLO
+dataset (images/, labels/, data.yaml) for Ultralytics, with labels corrected by the model's answers."""
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
-from monitor.config import DatasetConfig
-from monitor.counting import ALL_ZONES
+from monitor.common import ALL_ZONES
+from monitor.escalation.records import RECORD_VERSION
+from monitor.geometry import box_iou
 
-log = logging.getLogger(__name__)
-
-RECORD_VERSION = 1
 PROMOTE_IOU = 0.5  # a weak detection overlapping a counted box this much is the same object
-
-
-class DatasetWriter:
-    """Saves escalated frames; beyond ``max_mb`` the oldest frames are deleted. Safe to call from many threads."""
-
-    def __init__(self, config: DatasetConfig):
-        self.root = Path(config.dir)
-        self.max_bytes = int(config.max_mb * 1024 * 1024)
-        self._lock = threading.Lock()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._files = sorted(self._scan(), key=lambda item: item[0])  # (stem name, jpg path, bytes of the pair)
-        self._bytes = sum(size for _, _, size in self._files)
-
-    def _scan(self):
-        for jpg in self.root.glob("*/*.jpg"):
-            record = jpg.with_suffix(".json")
-            size = jpg.stat().st_size + (record.stat().st_size if record.exists() else 0)
-            yield jpg.stem, jpg, size
-
-    def save(self, request, image: np.ndarray, outcome) -> Path:
-        """Write the frame (as it left the host: blurred if configured, without zone outlines) and its record."""
-        stamp = datetime.fromtimestamp(request.wall_time, timezone.utc).strftime("%Y%m%dT%H%M%S_%f")
-        stem = f"{stamp}_{request.frame_index:08d}_{request.reason}"
-        folder = self.root / request.camera
-        folder.mkdir(exist_ok=True)
-        jpg = folder / f"{stem}.jpg"
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise OSError("JPEG encoding failed")
-        record = json.dumps(build_record(request, image, outcome), separators=(",", ":"))
-        with self._lock:
-            jpg.write_bytes(data.tobytes())
-            jpg.with_suffix(".json").write_text(record)
-            self._files.append((stem, jpg, len(data) + len(record)))
-            self._bytes += len(data) + len(record)
-            self._trim()
-        return jpg
-
-    def _trim(self) -> None:
-        self._files.sort(key=lambda item: item[0])
-        while self._bytes > self.max_bytes and len(self._files) > 1:
-            _, jpg, size = self._files.pop(0)
-            jpg.unlink(missing_ok=True)
-            jpg.with_suffix(".json").unlink(missing_ok=True)
-            self._bytes -= size
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
-
-def build_record(request, image: np.ndarray, outcome) -> dict:
-    answer = outcome.answer
-    return {
-        "version": RECORD_VERSION,
-        "camera": request.camera,
-        "ts": datetime.fromtimestamp(request.wall_time, timezone.utc).isoformat(),
-        "frame": request.frame_index,
-        "reason": request.reason,
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
-        "class_names": request.brief.class_names,
-        "class_labels": _class_labels(request),
-        "objects": _boxes(request.objects),
-        "detections": _boxes(request.detections),
-        "detector_counts": request.detector_counts,
-        "events": request.events,
-        "answer": {"counts": answer.counts, "events": answer.events, "description": answer.description} if answer else None,
-    }
-
-
-def _class_labels(request) -> list[str]:
-    brief = request.brief
-    by_class = {c: label for label, classes in brief.label_classes.items() for c in classes}
-    return [by_class.get(name, name) for name in brief.class_names]
-
-
-def _boxes(boxes) -> list[dict]:
-    return [
-        {"xyxy": [round(float(v), 2) for v in xyxy], "conf": round(float(conf), 4), "class_id": int(cls), "track_id": int(tid)}
-        for xyxy, conf, cls, tid in zip(boxes.xyxy, boxes.conf, boxes.class_id, boxes.track_id)
-    ]
-
-
-# --- export -----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -160,17 +66,11 @@ def _weak_of(record: dict, label: str, taken: list[dict]) -> list[dict]:
         if labels[det["class_id"]] != label:
             continue
         xyxy = np.array([det["xyxy"]], np.float32)
-        if len(taken_xyxy) and _iou(xyxy, taken_xyxy).max() >= PROMOTE_IOU:
+        if len(taken_xyxy) and box_iou(xyxy, taken_xyxy).max() >= PROMOTE_IOU:
             continue
         weak.append(det)
         taken_xyxy = np.vstack([taken_xyxy, xyxy])
     return weak
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from monitor.escalation import box_iou
-
-    return box_iou(a, b)
 
 
 def export_dataset(source: Path, out: Path, val_fraction: float = 0.2, include_disagreements: bool = False) -> ExportSummary:
@@ -253,30 +153,3 @@ def _write_frame(out: Path, split: str, jpg: Path, record: dict, boxes: list[dic
         cls = names.index(record["class_names"][box["class_id"]])
         lines.append(f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
     write_pair(out, split, f"{jpg.parent.name}_{jpg.stem}", jpg, lines)
-
-
-def cmd_export(args) -> int:
-    """``monitor dataset export --config FILE --out DIR``: exit 0 written, 1 nothing to export, 2 config problem."""
-    import sys
-
-    from monitor.cli import report_config_error
-    from monitor.config import ConfigError, load_config
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        return report_config_error(args.config, error)
-    if config.escalation is None or config.escalation.dataset.dir is None:
-        return report_config_error(args.config, ConfigError(["escalation.dataset.dir: not set, so no frames were saved"]))
-    if not 0 <= args.val_fraction < 1:
-        print("--val-fraction must be in [0, 1)", file=sys.stderr)
-        return 2
-    source = config.escalation.dataset.dir
-    summary = export_dataset(source, Path(args.out), args.val_fraction, args.include_disagreements)
-    for problem in summary.skipped:
-        print(f"skipped {problem}", file=sys.stderr)
-    print(
-        f"{args.out}: {summary.train} train and {summary.val} val images, {summary.boxes} boxes, "
-        f"classes {summary.names}; {len(summary.review)} frames disagree with the model (review.txt)"
-    )
-    return 0 if summary.train else 1

@@ -32,7 +32,6 @@ Everything is seeded: the same seed gives byte-identical frames.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
@@ -1041,35 +1040,3 @@ def write_clip(path: str | Path, seed: int = 0, n_frames: int = 150, fps: float 
     json_path = path.with_suffix(".json")
     json_path.write_text(json.dumps(truth, indent=1))
     return json_path
-
-
-# --------------------------------------------------------------------------- CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``dataset OUT_DIR ...`` or ``clip OUT.mp4 ...``."""
-    parser = argparse.ArgumentParser(prog="monitor generate", description="Synthetic ice-bag scenes with exact ground truth.")
-    actions = parser.add_subparsers(dest="action", required=True)
-    data = actions.add_parser("dataset", help="write a YOLO dataset (images/, labels/, data.yaml)")
-    data.add_argument("out_dir")
-    data.add_argument("--train", type=int, default=1200)
-    data.add_argument("--val", type=int, default=200)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--imgsz", type=int, default=640, help="long side of the saved images")
-    clip = actions.add_parser("clip", help="write a video and its per-frame ground-truth JSON")
-    clip.add_argument("out", help="output video path (.mp4 or .avi)")
-    clip.add_argument("--seed", type=int, default=0)
-    clip.add_argument("--frames", type=int, default=150)
-    clip.add_argument("--fps", type=float, default=10.0)
-    for sub in (data, clip):
-        sub.add_argument("--width", type=int, default=640)
-        sub.add_argument("--height", type=int, default=480)
-    args = parser.parse_args(argv)
-    if args.action == "dataset":
-        print(write_dataset(args.out_dir, args.train, args.val, args.seed, args.imgsz, args.width, args.height))
-    else:
-        print(write_clip(args.out, args.seed, args.frames, args.fps, args.width, args.height))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

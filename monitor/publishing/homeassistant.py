@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass
 
 from monitor import __version__
-from monitor.config import AppConfig, HomeAssistantConfig, MqttConfig
-from monitor.counting import ALL_ZONES
-from monitor.publishing import Message
+from monitor.common import ALL_ZONES
+from monitor.config import AppConfig, CameraConfig, HomeAssistantConfig, MqttConfig
+from monitor.publishing.message import Message
+from monitor.publishing.publisher import Publisher
 
 ORIGIN = {"name": "camera-monitor", "sw_version": __version__}
 TOTALS_OBJECT = "totals"
@@ -66,8 +67,8 @@ class HomeAssistantDiscovery:
             out += [self._message("binary_sensor", camera, object_id, payload) for object_id, payload in self.rule_sensors(camera)]
         return out
 
-    def attach(self, publisher) -> None:
-        """Send the discovery messages on every connect of ``publisher`` (a monitor.publishing.Publisher)."""
+    def attach(self, publisher: Publisher) -> None:
+        """Send the discovery messages on every connect of ``publisher``."""
         publisher.on_connect.append(lambda: publisher.publish_all(self.messages()))
 
     def node_id(self, camera: str) -> str:
@@ -156,18 +157,18 @@ class HomeAssistantDiscovery:
         )
 
 
-def safety_rule_names(camera_config) -> list[str]:
+def safety_rule_names(camera: CameraConfig) -> list[str]:
     """The names of a camera's safety rules (each rule's ``key``: its name, or its kind when unnamed)."""
-    return [rule.key for rule in getattr(camera_config, "safety", [])]
+    return [rule.key for rule in camera.safety]
 
 
-def build_discovery(app: AppConfig, loops: dict) -> HomeAssistantDiscovery:
-    """Discovery for every camera, from the config and each camera loop's zone -> counted labels map."""
+def build_discovery(app: AppConfig, zone_labels: dict[str, dict[str, list[str]]]) -> HomeAssistantDiscovery:
+    """Discovery for every camera, from the config and each camera's zone -> counted labels map."""
     cameras = [
         CameraEntities(
             camera=name,
             description=camera.description,
-            zone_labels=loops[name].zone_labels,
+            zone_labels=zone_labels[name],
             lines=list(camera.lines),
             safety_rules=safety_rule_names(camera),
         )

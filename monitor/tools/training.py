@@ -13,13 +13,13 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.dataset import assign_splits, make_split_dirs, write_data_yaml, write_pair
+from monitor.detection.detector import choose_device
+from monitor.tools.dataset import assign_splits, make_split_dirs, write_data_yaml, write_pair
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -125,14 +125,6 @@ def import_labelled(images: Path, labels: Path | None, names: list[str], out: Pa
 # --- train and evaluate ----------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
-
-
 def _check_inputs(data: Path, model: str) -> None:
     if not data.is_file():
         raise TrainingError(f"--data {data}: no such file (a data.yaml, e.g. from `monitor dataset import`)")
@@ -156,7 +148,7 @@ def evaluate(model_path: str | Path, data: Path, imgsz: int | None = None, devic
     model = YOLO(str(model_path))
     imgsz = imgsz or trained_imgsz(model) or 640
     with tempfile.TemporaryDirectory(prefix="monitor-val-") as scratch:
-        result = model.val(data=str(data), split="val", imgsz=imgsz, batch=batch, device=resolve_device(device),
+        result = model.val(data=str(data), split="val", imgsz=imgsz, batch=batch, device=choose_device(device),
                            workers=0, plots=False, verbose=False, project=scratch, name="val", exist_ok=True)
     box = result.box
     return {"data": str(data), "imgsz": imgsz, "images": _val_images(data), "boxes": int(sum(result.nt_per_class)),
@@ -194,7 +186,7 @@ def train(request: TrainRequest) -> dict:
     _check_inputs(request.data, request.model)
     from ultralytics import YOLO
 
-    device = resolve_device(request.device)
+    device = choose_device(request.device)
     started = time.monotonic()
     model = YOLO(request.model)
     model.train(data=str(request.data), epochs=request.epochs, imgsz=request.imgsz, batch=request.batch, device=device,
@@ -226,103 +218,3 @@ def _software() -> dict:
     import ultralytics
 
     return {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__}
-
-
-# --- commands ------------------------------------------------------------------------------------------------
-
-
-def _limit_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _describe(detection: dict) -> str:
-    return (f"mAP50 {detection['map50']:.3f}  mAP50-95 {detection['map50_95']:.3f}  precision {detection['precision']:.3f}  "
-            f"recall {detection['recall']:.3f}  ({detection['images']} val images, {detection['boxes']} boxes, imgsz {detection['imgsz']})")
-
-
-def cmd_import(args) -> int:
-    """``monitor dataset import --images DIR [--labels DIR] --names a,b --out DIR``: 0 written, 1 nothing usable, 2 usage."""
-    names = [n.strip() for given in args.names for n in given.split(",") if n.strip()]
-    images = Path(args.images)
-    if not images.is_dir() or not names or not 0 <= args.val_fraction < 1:
-        print("dataset import: --images must be a folder, --names non-empty, --val-fraction in [0, 1)", file=sys.stderr)
-        return EXIT_USAGE
-    labels = Path(args.labels) if args.labels else None
-    try:
-        summary = import_labelled(images, labels, names, Path(args.out), args.val_fraction)
-    except TrainingError as error:
-        print(f"dataset import: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    for problem in summary.problems:
-        print(f"left out: {problem}", file=sys.stderr)
-    if summary.unlabelled:
-        print(f"left out {len(summary.unlabelled)} images without a label file, e.g. {summary.unlabelled[0]}", file=sys.stderr)
-    print(f"{Path(args.out) / 'data.yaml'}: {summary.train} train and {summary.val} val images, "
-          f"{summary.boxes} boxes, classes {names}")
-    return 0 if summary.train else EXIT_FAILED
-
-
-def cmd_train(args) -> int:
-    _limit_threads(args.threads)
-    request = TrainRequest(data=Path(args.data), model=args.model, out=Path(args.out), epochs=args.epochs, imgsz=args.imgsz,
-                           batch=args.batch, device=args.device, workers=args.workers, patience=args.patience,
-                           amp=args.amp, runs=Path(args.runs))
-    try:
-        metrics = train(request)
-    except TrainingError as error:
-        print(f"train: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"wrote {request.out} ({metrics['training']['seconds']:.0f} s on {metrics['training']['device']}) "
-          f"and {metrics_path(request.out)}")
-    print(_describe(metrics["detection"]))
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    _limit_threads(args.threads)
-    try:
-        detection = evaluate(args.model, Path(args.data), args.imgsz, args.device, args.batch)
-    except TrainingError as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"{args.model} on {args.data}:")
-    print(_describe(detection))
-    if args.json:
-        Path(args.json).write_text(json.dumps(detection, indent=2) + "\n")
-    return 0
-
-
-def add_commands(commands, dataset_commands) -> None:
-    """The argparse subcommands ``train``, ``evaluate`` and ``dataset import``."""
-    imp = dataset_commands.add_parser("import", help="a site's labelled frames (YOLO .txt) -> a train/val dataset + data.yaml")
-    imp.add_argument("--images", required=True, help="folder of frames (searched recursively)")
-    imp.add_argument("--labels", default=None, help="folder of .txt labels (default: beside the images, or images/ -> labels/)")
-    imp.add_argument("--names", required=True, action="append", help="class names in class-id order: ice_bag or a,b,c")
-    imp.add_argument("--out", "-o", required=True)
-    imp.add_argument("--val-fraction", type=float, default=0.2)
-
-    common = {"--device": {"default": "auto", "help": "auto (first CUDA GPU, else cpu), cpu, 0, cuda:1"},
-              "--batch": {"type": int, "default": 16},
-              "--threads": {"type": int, "default": None, "help": "torch CPU threads (default: torch's)"}}
-    tr = commands.add_parser("train", help="fine-tune a YOLO model on a dataset; best weights to --out")
-    tr.add_argument("--data", required=True, help="data.yaml (from `monitor dataset import` or `export`)")
-    tr.add_argument("--model", required=True, help="starting weights, e.g. models/ice-bags.pt (or an architecture .yaml)")
-    tr.add_argument("--out", "-o", required=True, help="where the best weights go, e.g. models/site.pt")
-    tr.add_argument("--epochs", type=int, default=30)
-    tr.add_argument("--imgsz", type=int, default=640)
-    tr.add_argument("--workers", type=int, default=0, help="data loader processes")
-    tr.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
-    tr.add_argument("--amp", action="store_true", help="mixed precision on a GPU (Ultralytics' check wants a download)")
-    tr.add_argument("--runs", default="runs", help="Ultralytics run folders (plots off; weights, results.csv)")
-    ev = commands.add_parser("evaluate", help="mAP50 of a model on a dataset's val split")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--imgsz", type=int, default=None, help="default: the size the model was trained at")
-    ev.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    for parser in (tr, ev):
-        for flag, kwargs in common.items():
-            parser.add_argument(flag, **kwargs)
-

@@ -14,9 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.annotate import annotate, format_counts
 from monitor.capture import describe_source, is_file_source, open_capture, valid_image
+from monitor.common import ALL_ZONES
 from monitor.config import AppConfig, CameraConfig
-from monitor.counting import ALL_ZONES, raw_counts
+from monitor.counting import raw_counts, zone_labels
+from monitor.detection.detector import Detector
 from monitor.frame import Boxes, Counts
 from monitor.tracking import ZoneMap
 
@@ -61,18 +64,8 @@ def grab_frame(camera: CameraConfig, skip: int = 0, timeout_s: float = 15.0) -> 
         capture.release()
 
 
-def zone_labels(camera: CameraConfig, labels: list[str]) -> dict[str, list[str]]:
-    counted = camera.classes or labels
-    out = {zone: [label for label in counted if not z.classes or label in z.classes] for zone, z in camera.zones.items()}
-    out[ALL_ZONES] = list(counted)
-    return out
-
-
 def take_snapshot(app: AppConfig, camera_name: str, skip: int = 0, grid: int = 0) -> Snapshot:
     """Grab a frame, run the camera's model and zones on it (no tracking: a single frame) and draw the result."""
-    from monitor.annotate import annotate
-    from monitor.detection import Detector
-
     camera = app.cameras[camera_name]
     raw = grab_frame(camera, skip)
     detector = Detector(camera.model, app.models[camera.model])
@@ -126,6 +119,3 @@ def describe(app: AppConfig, camera_name: str, snapshot: Snapshot) -> list[str]:
         lines.append(f"line {name}: points [[{x0:g}, {y0:g}], [{x1:g}, {y1:g}]]")
     return lines
 
-
-def format_counts(per_label: dict[str, int]) -> str:
-    return ", ".join(f"{label}={n}" for label, n in per_label.items()) or "-"
