@@ -12,5 +12,5 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
     sleep 0.5
 fi
 mosquitto_sub -h 127.0.0.1 -p 1883 -v -t 'monitor/status' -t 'monitor/+/counts' -t 'monitor/+/events' & pids+=($!)
-monitor run --config config.yaml "$@"
+.venv/bin/monitor run --config config.yaml "$@"
 sleep 0.5
