@@ -43,7 +43,8 @@ def check_discovery(topic: str, payload: dict) -> list[str]:
         return [f"component {component!r} is not checked here"]
     problems = []
     try:
-        MQTT_ORIGIN_INFO_SCHEMA(payload.get("origin"))
+        if "origin" in payload:  # as Home Assistant's discovery does
+            MQTT_ORIGIN_INFO_SCHEMA(payload["origin"])
         validated = SCHEMAS[component](dict(payload))
     except vol.Invalid as error:
         return [f"rejected: {error}"]
