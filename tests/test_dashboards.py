@@ -282,6 +282,7 @@ class Setup:
     features: set[str]
     camera: str
     ready: str  # PromQL that is non-empty once the run has what the checks need
+    metrics_port: int = 0
 
 
 def street_setup(broker: Broker, metrics_port: int, workdir: Path, segment: Path, openai: FakeOpenAI) -> Setup:
@@ -323,6 +324,7 @@ def scraped(request, tmp_path_factory, segment, person_model):
     metrics_port = free_port()
     setup = request.param(broker, metrics_port, workdir, segment, openai)
     setup.data["state_dir"] = str(workdir / "state")
+    setup.metrics_port = metrics_port
     monitor = Monitor(parse_config(setup.data), Metrics())
     prometheus = Prometheus(workdir, metrics_port)
     monitor.start()
@@ -424,3 +426,46 @@ def _rules(prometheus: Prometheus) -> list[dict]:
 def test_grafana_variables_are_all_substituted():
     for _, expr in dashboard_expressions(load_dashboard()):
         assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera)\w", expr), expr
+
+
+README = ROOT / "README.md"
+
+
+def readme_metrics_table() -> dict[str, tuple[str, set[str]]]:
+    """README "Metrics": metric name -> (type, labels)."""
+    text = README.read_text()
+    section = text[text.index("## Metrics"):text.index("## Configuration reference")]
+    rows = re.findall(r"^\| `(monitor_\w+)` \| (\w+) \|([^|]*)\|", section, re.M)
+    return {name: (kind, {label.strip() for label in labels.split(",") if label.strip()}) for name, kind, labels in rows}
+
+
+def exposed_metrics(port: int) -> dict[str, tuple[str, set[str] | None]]:
+    """What a real scrape exposes: name -> (type, labels of its samples; None when it has no sample yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", text, re.M))
+    found = {}
+    for name, kind in types.items():
+        if name.endswith("_created"):
+            continue  # the client library's creation timestamps
+        family = name.removesuffix("_total") if kind == "counter" else name
+        labels = [set(m.group(1).split(",")) - {""} for m in re.finditer(rf"^{family}(?:_total|_bucket|_count|_sum)?\{{([^}}]*)\}}", text, re.M)]
+        bare = re.search(rf"^{family}(?:_total|_count|_sum)? ", text, re.M)
+        names = [{pair.split("=")[0] for pair in ls} - {"le"} for ls in labels]
+        found[name] = (kind, names[0] if names else (set() if bare else None))
+    return found
+
+
+def test_the_readme_metrics_table_matches_a_real_scrape(scraped):
+    """Names and types of every metric; labels of every metric that has a sample in this set-up (the fault
+    counters, GPU fallbacks and outbox drops, have none on a healthy run, nor have the metrics of features off)."""
+    _, setup = scraped
+    table, exposed = readme_metrics_table(), exposed_metrics(setup.metrics_port)
+    assert sorted(set(exposed) - set(table)) == [], "exposed but not in the README table"
+    assert sorted(set(table) - set(exposed)) == [], "in the README table but not exposed"
+    wrong = {name: (table[name], exposed[name]) for name in table
+             if table[name][0] != exposed[name][0] or (exposed[name][1] is not None and table[name][1] != exposed[name][1])}
+    assert wrong == {}
+    unchecked = {name for name, (_, labels) in exposed.items() if labels is None}
+    off = {metric for feature, metrics in FEATURE_METRICS.items() if feature not in setup.features for metric in metrics}
+    assert unchecked - off <= {"monitor_outbox_dropped_total", "monitor_gpu_fallbacks_total", "monitor_escalation_seconds"}
