@@ -12,14 +12,11 @@ cameras a reload removed ``offline`` and adds the new ones).
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from monitor.config import MqttConfig
 from monitor.publishing.publisher import make_client
 from monitor.publishing.topics import OFFLINE, ONLINE, status_topic
-
-log = logging.getLogger(__name__)
 
 STATUS_QOS = 1
 PUBLISH_WAIT_S = 2.0
@@ -70,10 +67,6 @@ class Availability:
         self._cameras: dict[str, StatusConnection] = {name: self._camera_connection(name) for name in cameras}
         self._started = False
 
-    @property
-    def cameras(self) -> list[str]:
-        return list(self._cameras)
-
     def serves(self, config: MqttConfig) -> bool:
         """Whether these connections fit ``config`` (same broker, login, prefix and client id): a reload keeps them."""
         return all(getattr(config, key) == getattr(self.config, key) for key in CONNECTION_KEYS)
@@ -103,10 +96,6 @@ class Availability:
             connection.stop()
         self._monitor.stop()
         self._started = False
-
-    def wait_online(self, timeout: float) -> bool:
-        """Whether every status connection is up within ``timeout`` (for tests and the demo)."""
-        return all(c.connected.wait(timeout) for c in [self._monitor, *self._cameras.values()])
 
     def _camera_connection(self, camera: str) -> StatusConnection:
         return StatusConnection(self.config, status_topic(self.config.prefix, camera), f"{self.config.client_id}-status-{camera}")
