@@ -40,6 +40,90 @@ def person_model() -> Path:
     return PERSON_MODEL
 
 
+@pytest.fixture(scope="module")
+def street_image(clip):
+    """The clip's first frame (768x576 BGR)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    return image
+
+
+@pytest.fixture(scope="session")
+def frames(clip) -> dict:
+    """Frames 0, 100, 200, 300 of the street clip: four 'cameras' with different scenes."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    out = {}
+    for index in range(301):
+        ok, image = capture.read()
+        assert ok
+        if index % 100 == 0:
+            out[index] = image
+    capture.release()
+    return out
+
+
+@pytest.fixture(scope="session")
+def sized_images(frames) -> list:
+    """Real pictures in three shapes: the street (768x576), a bus (810x1080), a football coach (1280x720)."""
+    import cv2
+    from ultralytics.utils import ASSETS
+
+    return [frames[0], cv2.imread(str(ASSETS / "bus.jpg")), cv2.imread(str(ASSETS / "zidane.jpg"))]
+
+
+@pytest.fixture(scope="session")
+def detector(person_model):
+    """The person model on the CPU at the detection tests' small imgsz; loaded once for every test file."""
+    from detection_support import model_config
+    from monitor.detection import Detector
+
+    return Detector("person", model_config(person_model))
+
+
+DETECTED_FRAMES = (0, 40, 80, 120, 160, 200)
+
+
+@pytest.fixture(scope="session")
+def detected(clip, person_model):
+    """Six clip frames with the real detector's boxes (the bundled config's person model)."""
+    import cv2
+    import torch
+
+    from monitor.config import parse_config
+    from monitor.detection import Detector
+
+    torch.set_num_threads(1)
+    data = street_config(1883)
+    data["models"]["person"].update(warmup=False)
+    app = parse_config(data)
+    detector = Detector("person", app.models["person"])
+    capture = cv2.VideoCapture(str(clip))
+    out = []
+    for index in range(max(DETECTED_FRAMES) + 1):
+        ok, image = capture.read()
+        assert ok
+        if index in DETECTED_FRAMES:
+            out.append((index, image, detector.predict([image])[0]))
+    capture.release()
+    return app, detector, out
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server speaking the OpenAI API (tests/fake_openai.py), expecting the street camera's prompt."""
+    from fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI(expect_long_side=512, expect_text=["Street corner", "zone lot", "zone lawn", "zone path", "person"]).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def broker(tmp_path):
     broker = Broker(tmp_path).start()

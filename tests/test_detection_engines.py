@@ -1,0 +1,96 @@
+"""Inference engines: ONNX and OpenVINO exports built once and cached next to the model, predicting what
+PyTorch predicts; the cache key; a missing runtime or GPU named up front."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from detection_support import IMGSZ, model_config, same_boxes
+
+from monitor.detection import Detector, ModelLoadError, load_model
+from monitor.detection.engines import cached_path, prepare
+from monitor.frame import Boxes
+
+
+def test_tensorrt_without_a_gpu_is_a_clear_error(tmp_path, person_model):
+    model = tmp_path / "person.pt"
+    shutil.copy(person_model, model)
+    with pytest.raises(ModelLoadError, match=r"models\.person\.engine: tensorrt needs a CUDA device"):
+        load_model("person", model_config(model, engine="tensorrt"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_detector(tmp_path_factory, person_model) -> Detector:
+    model = tmp_path_factory.mktemp("model") / "person.pt"
+    shutil.copy(person_model, model)
+    return Detector("person", model_config(model, engine="onnx", max_batch=4))
+
+
+def test_onnx_export_is_cached_next_to_the_model(onnx_detector):
+    config = onnx_detector.config
+    expected = cached_path(config.path, "onnx", "any", IMGSZ, 4, False)
+    assert expected.is_file() and expected.parent == config.path.parent / "person.engines"
+    built = expected.stat().st_mtime_ns
+    assert prepare("person", config, "cpu", False) == expected
+    assert expected.stat().st_mtime_ns == built  # reused, not rebuilt
+    assert sorted(p.name for p in config.path.parent.iterdir()) == ["person.engines", "person.pt"]
+
+
+def test_onnx_predicts_the_same_boxes_as_pytorch(onnx_detector, detector, frames):
+    assert not onnx_detector.is_pytorch
+    images = list(frames.values())
+    from_onnx = onnx_detector.predict(images)  # a batch of 4 through the dynamic-batch export
+    from_torch = detector.predict(images)
+    for a, b in zip(from_onnx, from_torch):
+        assert len(b) > 0
+        assert same_boxes(a, b, atol=1.0)
+
+
+@pytest.fixture(scope="module")
+def openvino_detector(tmp_path_factory, person_model) -> Detector:
+    model = tmp_path_factory.mktemp("model") / "person.pt"
+    shutil.copy(person_model, model)
+    return Detector("person", model_config(model, engine="openvino", max_batch=4))
+
+
+def matched(found: Boxes, reference: Boxes, margin: float) -> bool:
+    """Every clear reference box (conf 0.25 or more) is found: same class, IoU > 0.85, conf within ``margin``."""
+    for row in np.flatnonzero(reference.conf >= 0.25):
+        x1 = np.maximum(found.xyxy[:, 0], reference.xyxy[row, 0])
+        y1 = np.maximum(found.xyxy[:, 1], reference.xyxy[row, 1])
+        x2 = np.minimum(found.xyxy[:, 2], reference.xyxy[row, 2])
+        y2 = np.minimum(found.xyxy[:, 3], reference.xyxy[row, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+        iou = inter / (area(found.xyxy) + area(reference.xyxy[row]) - inter)
+        same = (iou > 0.85) & (found.class_id == reference.class_id[row]) & (np.abs(found.conf - reference.conf[row]) < margin)
+        if not same.any():
+            return False
+    return True
+
+
+def test_openvino_export_is_cached_and_finds_what_pytorch_finds(openvino_detector, detector, frames):
+    expected = cached_path(openvino_detector.config.path, "openvino", "any", IMGSZ, 4, False)
+    assert expected.is_dir() and list(expected.glob("*.xml"))
+    assert openvino_detector.model.predictor.model.format == "openvino"
+    images = list(frames.values())
+    from_openvino = openvino_detector.predict(images)
+    for a, b in zip(from_openvino, detector.predict(images)):
+        assert len(b) > 0
+        # OpenVINO runs in bf16 on CPUs that have it (confidences move by up to ~0.02)
+        assert matched(a, b, margin=0.05) and matched(b, a, margin=0.05)
+
+
+def test_a_missing_engine_runtime_is_named_with_its_install_command(tmp_path, person_model, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a))
+    model = tmp_path / "person.pt"
+    shutil.copy(person_model, model)
+    expected = r"models\.person\.engine: openvino needs the openvino package \(pip install 'camera-monitor\[openvino\]'\)"
+    with pytest.raises(ModelLoadError, match=expected):
+        load_model("person", model_config(model, engine="openvino"))
+    assert not (tmp_path / "person.engines").exists()  # nothing half-built
