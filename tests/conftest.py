@@ -20,6 +20,15 @@ CLIP = ROOT / "data" / "vtest.avi"
 PERSON_MODEL = ROOT / "models" / "person-fall.pt"
 
 
+def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
 @pytest.fixture(autouse=True)
 def isolated_state_dir(tmp_path, monkeypatch):
     """Each test its own state dir: no outbox (unsent messages, persisted seq) leaks between tests."""
@@ -138,10 +147,18 @@ class Subscriber:
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        self.subscribed = threading.Event()  # set once the broker has granted every topic
+        self._pending = set()
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_connect = lambda c, u, f, rc, p: self._pending.update(c.subscribe(t, qos=1)[1] for t in topics)
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._pending.discard(mid)
+        if not self._pending:
+            self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
@@ -155,12 +172,7 @@ class Subscriber:
         return [json.loads(p) for p in self.on(topic)]
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: predicate(self), timeout, step=0.05)
 
     def close(self) -> None:
         self.client.loop_stop()
