@@ -10,7 +10,7 @@ import pytest
 from detection_support import IMGSZ, model_config, same_boxes
 
 from monitor.detection import Detector, ModelLoadError, load_model
-from monitor.detection.engines import cached_path, prepare
+from monitor.detection.engines import EngineError, cached_path, check_runtime, device_key, prepare
 from monitor.frame import Boxes
 
 
@@ -94,3 +94,68 @@ def test_a_missing_engine_runtime_is_named_with_its_install_command(tmp_path, pe
     with pytest.raises(ModelLoadError, match=expected):
         load_model("person", model_config(model, engine="openvino"))
     assert not (tmp_path / "person.engines").exists()  # nothing half-built
+
+
+def test_the_cache_key_holds_everything_an_export_depends_on(tmp_path):
+    source = tmp_path / "person.pt"
+    base = cached_path(source, "onnx", "any", 640, 4, False)
+    assert base == tmp_path / "person.engines" / "person-any-640-b4-fp32.onnx"
+    variants = [
+        cached_path(source, "openvino", "any", 640, 4, False),
+        cached_path(source, "tensorrt", "nvidia-h200", 640, 4, False),
+        cached_path(source, "onnx", "any", 320, 4, False),
+        cached_path(source, "onnx", "any", 640, 8, False),
+        cached_path(source, "onnx", "any", 640, 4, True),
+    ]
+    assert len({base, *variants}) == 6
+    assert [p.name for p in variants[:2]] == ["person-any-640-b4-fp32_openvino_model", "person-nvidia-h200-640-b4-fp32.engine"]
+    assert variants[-1].name == "person-any-640-b4-fp16.onnx"
+
+
+def test_portable_exports_are_tied_to_no_device():
+    assert device_key("onnx", "cpu") == device_key("openvino", "cuda:0") == "any"
+
+
+def test_tensorrt_needs_a_cuda_device_before_anything_is_built():
+    with pytest.raises(EngineError, match="tensorrt needs a CUDA device"):
+        device_key("tensorrt", "cpu")
+
+
+def test_check_runtime_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(EngineError, match=r"^onnx needs the onnxruntime package \(pip install 'camera-monitor\[onnx\]'\)$"):
+        check_runtime("onnx")
+    with pytest.raises(EngineError, match=r"tensorrt needs the tensorrt package \(pip install 'camera-monitor\[tensorrt\]'\)"):
+        check_runtime("tensorrt")
+
+
+def test_a_cached_export_is_used_as_it_is(tmp_path, monkeypatch):
+    import monitor.detection.engines as engines
+
+    source = tmp_path / "person.pt"
+    source.write_bytes(b"weights")
+    config = model_config(source, engine="onnx", max_batch=2)
+    cached = cached_path(source, "onnx", "any", IMGSZ, 2, False)
+    cached.parent.mkdir()
+    cached.write_bytes(b"built earlier")
+    monkeypatch.setattr(engines, "_export", lambda *a: pytest.fail("rebuilt a cached export"))
+    assert prepare("person", config, "cpu", False) == cached
+    assert cached.read_bytes() == b"built earlier"
+
+
+def test_without_an_engine_or_for_a_non_pt_file_the_model_itself_is_loaded(tmp_path):
+    source = tmp_path / "person.pt"
+    assert prepare("person", model_config(source), "cpu", False) == source
+    onnx = tmp_path / "person.onnx"
+    assert prepare("person", model_config(onnx, engine="openvino"), "cpu", False) == onnx
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_is_an_error_naming_the_key_and_leaves_no_file(tmp_path):
+    source = tmp_path / "person.pt"
+    source.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(EngineError, match=r"models\.person\.engine: cannot build the onnx export of .*person\.pt"):
+        prepare("person", model_config(source, engine="onnx"), "cpu", False)
+    assert list((tmp_path / "person.engines").iterdir()) == []
