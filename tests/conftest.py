@@ -1,4 +1,4 @@
-"""Shared fixtures: real material (the clip, the model) and real services (Mosquitto) on loopback."""
+"""Shared fixtures and helpers: real material (the clip, the model), real services (Mosquitto) on loopback, boxes."""
 
 from __future__ import annotations
 
@@ -8,16 +8,31 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
 from bench.loopback import MOSQUITTO, Broker, free_port, wait_for_port  # noqa: F401 (tests import them from here)
+from monitor.frame import Boxes
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "data" / "vtest.avi"
 PERSON_MODEL = ROOT / "models" / "person-fall.pt"
+
+
+def boxes_of(rows) -> Boxes:
+    """Boxes from rows of (xyxy, conf, class_id, track_id)."""
+    rows = list(rows)
+    if not rows:
+        return Boxes.empty()
+    return Boxes(
+        np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
+        np.array([r[1] for r in rows], np.float32),
+        np.array([r[2] for r in rows], np.int32),
+        np.array([r[3] for r in rows], np.int64),
+    )
 
 
 def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:

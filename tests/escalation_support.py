@@ -7,8 +7,6 @@ import json
 import time
 from types import SimpleNamespace
 
-import numpy as np
-
 from monitor.common import ALL_ZONES
 from monitor.config import parse_config
 from monitor.detection import ClassThresholds
@@ -17,7 +15,7 @@ from monitor.escalation.camera import build_camera_escalation
 from monitor.escalation.service import EscalationService
 from monitor.frame import Boxes, CapturedFrame, FrameResult
 from monitor.metrics import Metrics
-from conftest import street_config
+from conftest import boxes_of as boxes, street_config
 from fake_openai import FakeOpenAI
 
 CLASS_NAMES = ["Normal", "Fall"]
@@ -68,17 +66,6 @@ def camera_escalation(app, metrics, clock=None, service=None):
     if clock is not None:
         escalation.clock = clock
     return escalation, service
-
-
-def boxes(rows: list[tuple[list[float], float, int, int]]) -> Boxes:
-    if not rows:
-        return Boxes.empty()
-    return Boxes(
-        np.array([r[0] for r in rows], np.float32),
-        np.array([r[1] for r in rows], np.float32),
-        np.array([r[2] for r in rows], np.int32),
-        np.array([r[3] for r in rows], np.int64),
-    )
 
 
 def frame_result(image, index=0, detections=None, objects=None, counts=None, raw=None) -> FrameResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import boxes_of
 
 from monitor.config import CameraConfig, MqttConfig
 from monitor.evidence import EvidenceStore
@@ -82,15 +83,8 @@ class Scene:
 
 
 def _boxes(rows) -> Boxes:
-    rows = list(rows)
-    if not rows:
-        return Boxes.empty()
-    return Boxes(
-        np.array([r[0] for r in rows], np.float32),
-        np.array([r[3] for r in rows], np.float32),
-        np.array([r[2] for r in rows], np.int32),
-        np.array([r[1] for r in rows], np.int64),
-    )
+    """rows: (xyxy, track_id, class_id, conf), as ``person`` makes them."""
+    return boxes_of((xyxy, conf, class_id, track_id) for xyxy, track_id, class_id, conf in rows)
 
 
 def person(box, track, conf=0.8, class_id=NORMAL):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from safety_support import DOWN, FPS, IN_LOT, INTRUSION, LYING, OUTSIDE, STALE, FALL, Scene, person
+from safety_support import DOWN, FALL, FPS, IN_LOT, INTRUSION, LYING, OUTSIDE, STALE, Scene, person
 
 from monitor.config import EvidenceConfig
 from monitor.evidence import EvidenceStore
