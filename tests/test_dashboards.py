@@ -131,18 +131,6 @@ def test_escalation_panels_and_the_enabled_stat():
     assert mapping["options"]["0"]["text"] == "escalation off"
 
 
-def test_metrics_of_escalation_are_absent_while_it_is_off():
-    metrics = Metrics()
-    registry = metrics.registry
-    assert registry.get_sample_value("monitor_escalation_enabled") == 0
-    assert registry.get_sample_value("monitor_escalation_budget_remaining") is None  # not 0, which reads "spent"
-    assert registry.get_sample_value("monitor_escalation_circuit_open") is None
-    metrics.escalation_state(2.5, False)
-    assert registry.get_sample_value("monitor_escalation_enabled") == 1
-    assert registry.get_sample_value("monitor_escalation_budget_remaining") == 2.5
-    assert registry.get_sample_value("monitor_escalation_circuit_open") == 0
-
-
 def test_dashboard_panels_do_not_overlap():
     cells: dict[tuple[int, int], str] = {}
     for panel in load_dashboard()["panels"]:

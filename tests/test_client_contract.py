@@ -1,6 +1,7 @@
-"""The topic contract as clients use it: one wildcard filter for the bare integers (nothing else matches it, with a
-prefix that holds ``/`` too), the legacy layout behind its switch, a zone's own class list, the active-events
-gauge read while an event is active, and SIGTERM ending active events as ``shutdown`` (not ``stream_end``)."""
+"""The contract as clients use it, on one real `monitor run`: the one wildcard filter of the bare integers receives
+only integers while events are active (with a prefix that holds ``/``), a zone counts only its own classes, the
+active-events gauge is read while an event is active, and SIGTERM ends active events as ``shutdown`` (not
+``stream_end``). The topic names themselves: tests/test_publishing_topics.py."""
 
 from __future__ import annotations
 
@@ -11,60 +12,14 @@ import subprocess
 import sys
 import urllib.request
 
-import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Broker, cut_clip, free_port, street_config, Subscriber, write_config
-from monitor.config import ConfigError, MqttConfig, parse_config
-from monitor.frame import CapturedFrame, FrameResult
-from monitor.publishing.topics import CountsTopics, bare_filter, bare_topic, status_topic, warn_if_legacy_layout
+from monitor.publishing.topics import bare_filter
 
 PREFIX = "site/cams"  # a prefix with a slash: the filter must not depend on its depth
 RULE = "path_busy"
-
-
-def frame_result(counts: dict) -> FrameResult:
-    frame = CapturedFrame("street", 1, np.zeros((4, 4, 3), np.uint8), 0.0, 0.0)
-    result = FrameResult(frame, ["person"])
-    result.counts = counts
-    return result
-
-
-COUNTS = {"lot": {"person": 1}, "path": {"person": 2}, "_all": {"person": 3}}
-
-
-@pytest.mark.parametrize("prefix", ["monitor", "site/cams"])
-def test_the_bare_filter_selects_every_bare_value_and_nothing_else(prefix):
-    config = MqttConfig(prefix=prefix)
-    messages = CountsTopics(config, "street").messages(frame_result(COUNTS))
-    bare = [m.topic for m in messages if not m.topic.endswith("/counts")]
-    assert sorted(bare) == sorted(f"{prefix}/street/count/{z}/person" for z in ("lot", "path", "_total"))
-    others = [f"{prefix}/street/counts", f"{prefix}/street/events", f"{prefix}/street/events/active",
-              f"{prefix}/street/escalations", status_topic(prefix), status_topic(prefix, "street")]
-    assert all(mqtt.topic_matches_sub(bare_filter(prefix), topic) for topic in bare)
-    assert not [topic for topic in others if mqtt.topic_matches_sub(bare_filter(prefix), topic)]
-
-
-def test_the_legacy_layout_stays_behind_its_switch_and_logs_a_deprecation(caplog):
-    config = MqttConfig(prefix="monitor", bare_layout="legacy")
-    topics = sorted(m.topic for m in CountsTopics(config, "street").messages(frame_result(COUNTS))[1:])
-    assert topics == ["monitor/street/lot/person", "monitor/street/path/person", "monitor/street/totals/person"]
-    assert bare_topic(MqttConfig(), "street", "_all", "person") == "monitor/street/count/_total/person"
-    warn_if_legacy_layout(config)
-    assert "mqtt.bare_layout: legacy is deprecated" in caplog.text and "monitor/+/count/+/+" in caplog.text
-    caplog.clear()
-    warn_if_legacy_layout(MqttConfig())
-    assert caplog.text == ""
-
-
-def test_a_zone_cannot_take_the_totals_name():
-    data = street_config(1883)
-    data["cameras"]["street"]["zones"]["_total"] = data["cameras"]["street"]["zones"]["lot"]
-    with pytest.raises(ConfigError) as error:
-        parse_config(data)
-    assert any(p.startswith("cameras.street.zones._total: '_total' is reserved") for p in error.value.problems)
 
 
 # --- one real run: `monitor run` with a safety event active, stopped by SIGTERM ------------------------

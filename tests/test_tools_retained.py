@@ -114,3 +114,11 @@ def test_removed_clears_cameras_no_longer_in_the_config(left_behind, capsys):
     after = retained(broker.port)
     assert not [t for t in after if t.startswith("monitor/old/")]
     assert "monitor/gate/counts" in after and json.loads(after["monitor/street2/counts"])["camera"] == "street2"
+
+
+def test_an_unreachable_broker_exits_1(tmp_path, capsys):
+    from conftest import free_port
+
+    data = street_config(free_port())  # nothing listens there
+    assert main(["clear-retained", "--config", str(write_config(tmp_path, data)), "--camera", "street"]) == 1
+    assert "clear-retained: cannot connect to the MQTT broker at 127.0.0.1:" in capsys.readouterr().err
