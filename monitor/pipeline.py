@@ -23,9 +23,10 @@ from monitor.frame import FrameResult
 from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
+from monitor.publishing.availability import Availability
 from monitor.publishing.homeassistant import build_discovery
 from monitor.publishing.publisher import Publisher
-from monitor.publishing.topics import CountsTopics
+from monitor.publishing.topics import CountsTopics, warn_if_legacy_layout
 from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
 
@@ -208,11 +209,17 @@ class CameraLoop:
 
 
 class Monitor:
-    """The whole daemon: build from a validated config, start, wait, stop."""
+    """The whole daemon: build from a validated config, start, wait, stop.
 
-    def __init__(self, config: AppConfig, metrics: Metrics | None = None):
+    ``availability`` (the status topics) is the monitor's own unless given: the service passes one that outlives
+    the pipeline, so that a reload publishes no ``offline``.
+    """
+
+    def __init__(self, config: AppConfig, metrics: Metrics | None = None, availability: Availability | None = None):
         self.config = config
         self.metrics = metrics or Metrics()
+        self._owns_availability = availability is None
+        self.availability = availability or Availability(config.mqtt, list(config.cameras))
         used_models = {camera.model for camera in config.cameras.values()}
         self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
@@ -244,6 +251,8 @@ class Monitor:
         return ",".join(sorted({d.device for d in self.detectors.values()}))
 
     def start(self) -> None:
+        warn_if_legacy_layout(self.config.mqtt)
+        self.availability.start()  # first: "online" comes before the first counts
         self.metrics.build(self.device)
         self.metrics.mqtt_state(False)
         for name, camera in self.config.cameras.items():
@@ -274,10 +283,11 @@ class Monitor:
                 return
 
     def stop(self) -> None:
-        for reader in self.readers.values():
-            reader.stop()
+        # loops before readers: a loop that saw its reader stopped would end its events as "stream_end"
         for loop in self.loops.values():
             loop.stop()
+        for reader in self.readers.values():
+            reader.stop()
         for worker in self.workers.values():
             worker.stop()
         if self.escalation:
@@ -288,6 +298,8 @@ class Monitor:
         for loop in self.loops.values():
             loop.close_safety("shutdown")
         self.publisher.stop()
+        if self._owns_availability:
+            self.availability.stop()
         if self._http:
             server, thread = self._http
             server.shutdown()

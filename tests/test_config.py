@@ -63,17 +63,17 @@ BAD_CONFIGS = [
     (
         "zone-reserved-name",
         lambda d: street(d)["zones"].update(counts={"polygon": TRIANGLE}),
-        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "zone-totals-name",
         lambda d: street(d)["zones"].update(totals={"polygon": TRIANGLE}),
-        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "line-reserved-name",
         lambda d: street(d)["lines"].update(status={"points": [[0, 0], [10, 10]]}),
-        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     ("zone-name-with-space", lambda d: street(d)["zones"].update({"front door": {"polygon": TRIANGLE}}), "cameras.street.zones.front door: 'front door' must use only letters, digits, '_' and '-'"),
     ("line-same-points", lambda d: street(d)["lines"]["crossing"].update(points=[[5, 5], [5, 5]]), "cameras.street.lines.crossing.points: the two points must differ"),

@@ -192,3 +192,15 @@ def test_serve_exposes_the_registry_over_http():
         server.server_close()
     assert 'monitor_camera_target_fps{camera="a"} 1.0' in text
     assert 'monitor_frames_total{camera="a",stage="captured"} 0.0' in text
+
+
+def test_metrics_of_escalation_are_absent_while_it_is_off():
+    metrics = Metrics()
+    registry = metrics.registry
+    assert registry.get_sample_value("monitor_escalation_enabled") == 0
+    assert registry.get_sample_value("monitor_escalation_budget_remaining") is None  # not 0, which reads "spent"
+    assert registry.get_sample_value("monitor_escalation_circuit_open") is None
+    metrics.escalation_state(2.5, False)
+    assert registry.get_sample_value("monitor_escalation_enabled") == 1
+    assert registry.get_sample_value("monitor_escalation_budget_remaining") == 2.5
+    assert registry.get_sample_value("monitor_escalation_circuit_open") == 0

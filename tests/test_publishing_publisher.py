@@ -1,4 +1,4 @@
-"""The publisher against a real Mosquitto: order, the retained status, the bounded in-memory queue, errors."""
+"""The publisher against a real Mosquitto: order, no status of its own, the bounded in-memory queue, errors."""
 
 from __future__ import annotations
 
@@ -39,14 +39,17 @@ def test_qos1_messages_arrive_in_order(broker, subscriber_factory, tmp_path, dur
     assert (publisher.outbox is not None) is durable
 
 
-def test_status_is_online_then_offline_retained_on_stop(broker, subscriber_factory):
-    live = subscriber_factory(broker.port, ["monitor/status"])
+def test_the_publisher_leaves_the_status_topics_to_the_availability_connections(broker, subscriber_factory):
+    """A reload replaces the publisher: were status its job, every reload would publish offline then online."""
+    sub = subscriber_factory(broker.port, ["monitor/#"])
+    assert sub.subscribed.wait(10)
     publisher = started(config(broker.port))
-    assert live.wait_for(lambda s: s.on("monitor/status") == ["online"], 10)
-    publisher.stop()
-    assert live.wait_for(lambda s: s.on("monitor/status") == ["online", "offline"], 10)
-    late = subscriber_factory(broker.port, ["monitor/status"])
-    assert late.wait_for(lambda s: s.messages == [("monitor/status", "offline", True)], 10)
+    try:
+        publisher.publish(Message("monitor/cam/counts", counts_payload("cam", 1), 1, True))
+        assert sub.wait_for(lambda s: s.on("monitor/cam/counts"), 10)
+    finally:
+        publisher.stop()
+    assert [topic for topic, _, _ in sub.messages] == ["monitor/cam/counts"]
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_it(tmp_path, subscriber_factory):
