@@ -10,7 +10,8 @@ SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
 
 need_apt=()
 for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg \
-           systemd-analyze:systemd; do  # systemd-analyze: tests/test_service.py checks the unit file
+           systemd-analyze:systemd chromium:chromium; do  # systemd-analyze: tests/test_service.py checks the unit file;
+    # chromium: tests/test_web_browser.py drives Debian's browser with Playwright (never `playwright install`)
     command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 # Debian's own python3 builds the venv: it needs python3-venv (ensurepip)
