@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, Broker, Subscriber, cut_clip, free_port, street_config, write_config
+from conftest import ROOT, Broker, Subscriber, cut_clip, free_port, street_config, wait_until, write_config
 from fake_openai import Answer, FakeOpenAI
 from monitor.annotate import zone_colour
 from monitor.common import ALL_ZONES
@@ -50,16 +49,6 @@ MODEL_NOTE = "a person-shaped object lies on the lawn"
 SHOTS = ROOT / "docs"
 WAIT_S = 120
 VIEWPORT = {"width": 1280, "height": 860}
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def monitor_config(workdir: Path, clip: Path, broker: Broker, server: FakeOpenAI, web_port: int) -> dict:
@@ -102,7 +91,7 @@ def site(tmp_path_factory, clip, person_model):
             frames_seen = watch_the_overview(page, base, monitor)
             monitor.wait(threading.Event())
             final_seq = monitor.loops["street"].topics.seq
-            wait_until(lambda: any(c["seq"] == final_seq for c in subscriber.json_on("monitor/street/counts")), "the last counts")
+            assert wait_until(lambda: any(c["seq"] == final_seq for c in subscriber.json_on("monitor/street/counts")), WAIT_S), "the last counts"
             shots = tmp_path_factory.mktemp("screenshots")
             yield SimpleNamespace(
                 base=base, page=page, monitor=monitor, subscriber=subscriber, server=server, data=data, workdir=workdir,
@@ -130,7 +119,7 @@ def watch_the_overview(page, base: str, monitor: Monitor) -> list[str]:
             seen.append(frame)
         return len(seen) >= 3 or monitor.loops["street"].finished
 
-    wait_until(two_frames, "the overview to show new frames")
+    assert wait_until(two_frames, WAIT_S), "the overview to show new frames"
     assert page.evaluate("window.sameDocument") is True
     return seen
 
@@ -171,7 +160,7 @@ def test_the_overview_shows_the_last_counts_mqtt_carried(site):
     page.evaluate("window.sameDocument = true")
     last = max(site.subscriber.json_on("monitor/street/counts"), key=lambda c: c["seq"])
     card = page.locator('.camera[data-camera="street"]')
-    wait_until(lambda: card.get_attribute("data-seq") == str(last["seq"]), "the page to show the last seq")
+    assert wait_until(lambda: card.get_attribute("data-seq") == str(last["seq"]), WAIT_S), "the page to show the last seq"
     shown = {}
     for cell in card.locator("td[data-zone]").all():
         shown.setdefault(cell.get_attribute("data-zone"), {})[cell.get_attribute("data-label")] = int(cell.inner_text())
@@ -222,7 +211,7 @@ def test_the_intrusion_on_the_clip_is_listed_with_its_snapshot(site):
     assert float(cells[4].removesuffix(" s")) == pytest.approx(end["duration_s"], abs=0.051)
     assert cells[5] == end["verdict"] and cells[6] == end["end_reason"]
     snapshot = row.locator("img.evidence")
-    wait_until(lambda: snapshot.evaluate("img => img.complete && img.naturalWidth"), "the snapshot to load")
+    assert wait_until(lambda: snapshot.evaluate("img => img.complete && img.naturalWidth"), WAIT_S), "the snapshot to load"
     assert snapshot.evaluate("img => img.naturalWidth") == 768
     served = get(site.base + snapshot.get_attribute("src"))
     assert served == (site.workdir / "evidence" / f"{event_id}.jpg").read_bytes()
@@ -249,7 +238,7 @@ def test_the_escalations_list_and_the_days_cost(site):
     page = site.page
     page.goto(site.base + "#escalations")
     rows = page.locator("#escalation-table tbody tr[data-camera]")
-    wait_until(lambda: rows.count() == len(escalations), "every escalation listed")
+    assert wait_until(lambda: rows.count() == len(escalations), WAIT_S), "every escalation listed"
     spent = sum(e["cost_estimated"] for e in escalations)
     assert page.locator("#budget").inner_text() == (
         f"Cost today {spent:.4f} of a daily budget of 1.0000 ({1.0 - spent:.4f} left)"
@@ -303,7 +292,7 @@ def test_a_zone_clicked_on_the_frame_gives_a_snippet_that_checks_and_counts_the_
     result = site.monitor.loops["street"].last_result  # the stream ended: this is the frame the editor gets
     page = site.page
     page.goto(site.base + "#zones")
-    wait_until(lambda: page.locator("#editor-frame").get_attribute("data-frame") == str(result.frame.index), "the editor's frame")
+    assert wait_until(lambda: page.locator("#editor-frame").get_attribute("data-frame") == str(result.frame.index), WAIT_S), "the editor's frame"
     page.fill("#editor-name", "kerb")
     corners = corners_around_some_people(result)
     for corner in corners:
