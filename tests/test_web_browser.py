@@ -113,13 +113,13 @@ def watch_the_overview(page, base: str, monitor: Monitor) -> list[str]:
     seen: list[str] = []
     image = page.locator('.camera[data-camera="street"] img.frame')
 
-    def two_frames() -> bool:
+    def three_frames_shown() -> bool:
         frame = image.get_attribute("data-frame")
         if frame and (not seen or seen[-1] != frame):
             seen.append(frame)
         return len(seen) >= 3 or monitor.loops["street"].finished
 
-    assert wait_until(two_frames, WAIT_S), "the overview to show new frames"
+    assert wait_until(three_frames_shown, WAIT_S), "the overview to show new frames"
     assert page.evaluate("window.sameDocument") is True
     return seen
 

@@ -43,7 +43,7 @@ from monitor.config.rules import (
     SafetyRuleBase,
     StaleCameraRule,
 )
-from monitor.config.web import WebConfig, is_loopback
+from monitor.config.web import WebConfig
 
 __all__ = [
     "AppConfig", "CameraConfig", "CameraEscalationConfig", "CircuitBreakerConfig", "ConfigError", "DatasetConfig",
@@ -51,5 +51,5 @@ __all__ = [
     "LineConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
     "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "WebConfig", "ZoneConfig",
-    "check_model_classes", "default_state_dir", "is_loopback", "load_config", "model_labels", "parse_config",
+    "check_model_classes", "default_state_dir", "load_config", "model_labels", "parse_config",
 ]
