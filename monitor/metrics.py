@@ -112,6 +112,10 @@ class Metrics:
         self.frames.labels(camera, "processed").inc()
         self.latency.labels(camera).observe(latency_s)
 
+    def processed_frames(self, camera: str) -> float:
+        """The camera's ``monitor_frames_total{stage="processed"}`` so far (the operator's page takes its fps from it)."""
+        return self.registry.get_sample_value("monitor_frames_total", {"camera": camera, "stage": "processed"}) or 0.0
+
     def counts(self, camera: str, counts: Counts, line_totals: dict[str, dict[str, int]]) -> None:
         for zone, per_label in counts.items():
             for label, n in per_label.items():

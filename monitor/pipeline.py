@@ -20,7 +20,6 @@ from monitor.escalation.camera import CameraEscalation, build_camera_escalation
 from monitor.escalation.service import build_service
 from monitor.evidence import EvidenceStore
 from monitor.frame import FrameResult
-from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
 from monitor.publishing.availability import Availability
@@ -29,6 +28,7 @@ from monitor.publishing.publisher import Publisher
 from monitor.publishing.topics import CountsTopics, warn_if_legacy_layout
 from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
+from monitor.web import Recorder, build_web
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class Monitor:
         self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
         for camera in config.cameras.values():
             self.workers[camera.model].clients += 1
-        self.publisher = Publisher(config.mqtt, self.metrics)
+        self.recorder = Recorder(config.mqtt.prefix, list(config.cameras)) if config.web.enabled else None
+        self.publisher = Publisher(config.mqtt, self.metrics, tap=self.recorder)
         self.readers = {name: CameraReader(name, cam, self.metrics) for name, cam in config.cameras.items()}
         self.evidence = EvidenceStore(config.evidence) if config.evidence.enabled else None
         self.loops = {
@@ -243,7 +244,8 @@ class Monitor:
             )
         zone_labels = {name: loop.zone_labels for name, loop in self.loops.items()}
         self.home_assistant = build_discovery(config, zone_labels) if config.home_assistant.enabled else None
-        self.live_view = build_live_view(config.live_view, config.cameras, self.loops) if config.live_view.enabled else None
+        budget = self.escalation.budget if self.escalation else None
+        self.web = build_web(config, self.loops, self.metrics, self.recorder, self.evidence, budget) if self.recorder else None
         self._http = None
 
     @property
@@ -264,8 +266,8 @@ class Monitor:
             self._http = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         if self.home_assistant:
             self.home_assistant.attach(self.publisher)
-        if self.live_view:
-            self.live_view.start()
+        if self.web:
+            self.web.start()
         self.publisher.start()
         if self.escalation:
             self.escalation.start()
@@ -305,8 +307,8 @@ class Monitor:
             server.shutdown()
             server.server_close()  # free the port: a reload starts a new endpoint on it
             thread.join(5)
-        if self.live_view:
-            self.live_view.stop()
+        if self.web:
+            self.web.stop()
 
     def camera_states(self) -> dict[str, CameraState]:
         return {name: reader.state for name, reader in self.readers.items()}

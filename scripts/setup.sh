@@ -12,7 +12,9 @@ SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
 
 need_apt=()
 for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg \
-           systemd-analyze:systemd node:nodejs npm:npm; do  # systemd-analyze: tests/test_service.py checks the unit file
+           systemd-analyze:systemd node:nodejs npm:npm chromium:chromium; do
+    # systemd-analyze: tests/test_service.py checks the unit file; node/npm: Node-RED for tests/test_node_red.py;
+    # chromium: tests/test_web_browser.py drives Debian's browser with Playwright (never `playwright install`)
     command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 # Debian's own python3 builds the venv: it needs python3-venv (ensurepip)

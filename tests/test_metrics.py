@@ -38,6 +38,7 @@ def test_frames_by_stage():
     assert sample(m, "monitor_frames_total", camera="a", stage="captured") == 2
     assert sample(m, "monitor_frames_total", camera="a", stage="dropped") == 1
     assert sample(m, "monitor_frames_total", camera="a", stage="processed") == 1
+    assert m.processed_frames("a") == 1 and m.processed_frames("b") == 0  # what the operator's page reads
     assert sample(m, "monitor_frame_latency_seconds_count", camera="a") == 1
     assert sample(m, "monitor_frame_latency_seconds_sum", camera="a") == pytest.approx(0.04)
     assert sample(m, "monitor_frame_latency_seconds_bucket", camera="a", le="0.035") == 0

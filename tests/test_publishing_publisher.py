@@ -120,3 +120,22 @@ def test_published_payloads_arrive_unchanged(broker, subscriber_factory):
     finally:
         publisher.stop()
     assert sub.messages == [("monitor/cam/events", payload, False)]
+
+
+class RecordingTap:
+    def __init__(self):
+        self.topics: list[str] = []
+
+    def message(self, message: Message) -> None:
+        self.topics.append(message.topic)
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["outbox", "queue"])
+def test_the_tap_sees_every_message_once_in_order(tmp_path, durable):
+    tap = RecordingTap()
+    publisher = Publisher(config(1, tmp_path if durable else None), tap=tap)  # never started: the tap sees it anyway
+    publisher.publish(Message("a/1", "1", 1, True))
+    publisher.publish_all([Message("a/2", "2", 1, False), Message("a/3", "3", 0, False), Message("a/4", "4", 2, True)])
+    assert tap.topics == ["a/1", "a/2", "a/3", "a/4"]
+    if publisher.outbox:
+        publisher.outbox.close()

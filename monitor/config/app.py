@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from monitor.config.base import LocatedError, Name, SecretSource, Strict
 from monitor.config.camera import CameraConfig
+from monitor.config.web import WebConfig
 
 # --- MQTT and metrics -----------------------------------------------------------------------
 
@@ -126,13 +127,6 @@ class HomeAssistantConfig(Strict):
         return value.strip("/")
 
 
-class LiveViewConfig(Strict):
-    enabled: bool = Field(False, description="a read-only page with each camera's latest annotated frame")
-    host: str = "127.0.0.1"
-    port: int = Field(8099, ge=0, le=65535)
-    refresh_s: float = Field(2.0, ge=0.2, le=3600)
-
-
 class CircuitBreakerConfig(Strict):
     failures: int = Field(5, ge=1, description="consecutive failed calls that open the circuit")
     cooldown_s: float = Field(120.0, gt=0, description="how long an open circuit refuses calls before one trial")
@@ -188,12 +182,19 @@ class AppConfig(Strict):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
-    live_view: LiveViewConfig = LiveViewConfig()
+    web: WebConfig = Field(WebConfig(), validation_alias=AliasChoices("web", "live_view"))  # live_view: the old name
     models: dict[Name, ModelConfig]
     cameras: dict[Name, CameraConfig]
     escalation: EscalationConfig | None = Field(None, description="the multimodal model; none: never escalate")
     evidence: EvidenceConfig = EvidenceConfig()
     source_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_web(cls, data: object) -> object:
+        if isinstance(data, dict) and "web" in data and "live_view" in data:
+            raise LocatedError(("live_view",), "the old name of web: give only web")
+        return data
 
     @field_validator("models", "cameras")
     @classmethod

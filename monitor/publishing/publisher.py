@@ -38,6 +38,16 @@ class NullPublishEvents(NullOutboxEvents):
     def outbox_state(self, messages: int, oldest_s: float) -> None: ...
 
 
+class MessageTap(Protocol):
+    """Sees every message the publisher is given, on the caller's thread (e.g. the operator's page)."""
+
+    def message(self, message: Message) -> None: ...
+
+
+class NullMessageTap:
+    def message(self, message: Message) -> None: ...
+
+
 def make_client(config: MqttConfig, client_id: str | None = None) -> mqtt.Client:
     """A paho client with the config's credentials, TLS and reconnect policy (``client_id`` default: the config's)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or config.client_id, clean_session=True)
@@ -82,9 +92,10 @@ def explain_connect_failure(config: MqttConfig) -> str:
 class Publisher:
     """Owns the MQTT connection; a sender thread drains a bounded queue of messages."""
 
-    def __init__(self, config: MqttConfig, events: PublishEvents | None = None):
+    def __init__(self, config: MqttConfig, events: PublishEvents | None = None, tap: MessageTap | None = None):
         self.config = config
         self.events = events or NullPublishEvents()
+        self.tap = tap or NullMessageTap()
         self.connected = threading.Event()
         self.last_progress = time.monotonic()
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=config.queue_size)
@@ -123,6 +134,10 @@ class Publisher:
 
         QoS 1/2 messages go to the durable outbox first and leave it only on the broker's PUBACK.
         """
+        self.tap.message(message)
+        self._publish_one(message)
+
+    def _publish_one(self, message: Message) -> None:
         if self._drain and message.qos > 0:
             if self.outbox.add(message.topic, message.payload, message.qos, message.retain, message.kind) is not None:
                 self._wake()
@@ -139,12 +154,14 @@ class Publisher:
                     pass
 
     def publish_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.tap.message(message)
         durable = [m for m in messages if m.qos > 0] if self._drain else []
         if durable and self.outbox.add_many(durable):
             self._wake()
             messages = [m for m in messages if m.qos == 0]
         for message in messages:
-            self.publish(message)
+            self._publish_one(message)
 
     def last_seq(self, camera: str) -> int:
         return self.outbox.last_seq(camera) if self.outbox else 0
