@@ -24,7 +24,7 @@ LAYERS = [
     ["monitor.safety"],
     ["monitor.escalation"],
     ["monitor.liveview", "monitor.pipeline"],
-    ["monitor.service"],
+    ["monitor.service", "monitor.instance"],
     ["monitor.cli", "monitor.__main__", "monitor.tools"],
 ]
 
