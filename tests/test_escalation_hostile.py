@@ -168,27 +168,26 @@ def test_negative_token_usage_is_invalid_and_neither_resets_the_budget_nor_stops
     assert stage.value("monitor_escalation_budget_remaining") == pytest.approx(10.0 - spent), "the ledger was not reset"
 
 
-@pytest.mark.parametrize("count,why", [(9999, "implausible"), (2.0, "not an integer")])
-def test_implausible_or_fractional_counts_are_invalid_and_never_override(endpoint, street_image, count, why):
-    endpoint.default = lambda r: Raw(json.dumps(schema_answer(r, totals={"person": count})))  # every call
+def override_once(endpoint, image, answer) -> tuple[dict, FrameResult, Stage]:
+    """Every call answered with ``answer``; the first escalation's payload and the next frame's counts."""
+    endpoint.default = answer
     stage = Stage(endpoint, policy="override_until_change")
     try:
-        (answer,) = stage.until_answers(street_image, PEOPLE + [UNSURE_FALL])[:1]
-        after = stage.step(street_image, PEOPLE + [UNSURE_FALL])
+        (payload,) = stage.until_answers(image, PEOPLE + [UNSURE_FALL])[:1]
+        return payload, stage.step(image, PEOPLE + [UNSURE_FALL]), stage
     finally:
         stage.stop()
+
+
+@pytest.mark.parametrize("count,why", [(9999, "implausible"), (2.0, "not an integer")])
+def test_implausible_or_fractional_counts_are_invalid_and_never_override(endpoint, street_image, count, why):
+    answer, after, stage = override_once(endpoint, street_image, lambda r: Raw(json.dumps(schema_answer(r, totals={"person": count}))))
     assert answer["outcome"] == "invalid" and why in answer["error"] and answer["decision"] == "rejected"
     assert after.counts[ALL_ZONES] == {"person": 2} and stage.escalation.payload_extra == {"source": "detector"}
 
 
 def test_a_plausible_count_still_overrides(endpoint, street_image):
-    endpoint.default = Answer(totals={"person": 3}, zones={"path": {"person": 3}})
-    stage = Stage(endpoint, policy="override_until_change")
-    try:
-        (answer,) = stage.until_answers(street_image, PEOPLE + [UNSURE_FALL])[:1]
-        after = stage.step(street_image, PEOPLE + [UNSURE_FALL])
-    finally:
-        stage.stop()
+    answer, after, _ = override_once(endpoint, street_image, Answer(totals={"person": 3}, zones={"path": {"person": 3}}))
     assert answer["outcome"] == "ok" and answer["decision"] == "override"
     assert after.counts[ALL_ZONES] == {"person": 3}
 

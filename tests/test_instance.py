@@ -12,10 +12,10 @@ import time
 import pytest
 from conftest import cut_clip, street_config, write_config
 
-from monitor.instance import StateDirInUse, StateDirLock
-
 
 def test_a_second_lock_on_the_same_state_dir_is_refused_with_the_holders_pid(tmp_path):
+    from monitor.instance import StateDirInUse, StateDirLock
+
     first = StateDirLock(tmp_path / "state").acquire()
     with pytest.raises(StateDirInUse) as refused:
         StateDirLock(tmp_path / "state").acquire()
@@ -44,7 +44,7 @@ def test_a_second_monitor_on_the_same_state_dir_is_refused_and_the_first_goes_on
     try:
         assert status.wait_for(lambda s: s.on("monitor/status")[-1:] == ["online"], 120), (tmp_path / "first.log").read_text()
         second = monitor_process("second.log")
-        assert second.wait(120) == 1
+        assert second.wait(60) == 1
         refusal = (tmp_path / "second.log").read_text()
         state = tmp_path / "state"
         assert f"state_dir {state} is in use by another monitor (pid {first.pid}" in refusal, refusal

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,39 +14,30 @@ import pytest
 from conftest import Broker
 
 from monitor.config import MqttConfig, OutboxConfig
+from monitor.metrics import Metrics
 from monitor.publishing import Message, Outbox, Publisher
 
 
-class RecordingEvents:
+class Alarms:
+    """The outbox's reports, read from the real metrics registry it reports to."""
+
     def __init__(self):
-        self.dropped: dict[str, int] = {}
-        self.full: list[bool] = []
-        self.errors = 0
-        self.corrupt = 0
+        self.metrics = Metrics()
 
-    def outbox_dropped(self, kind, n):
-        self.dropped[kind] = self.dropped.get(kind, 0) + n
+    def value(self, name: str, **labels) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
-    def outbox_error(self):
-        self.errors += 1
+    @property
+    def full(self) -> float:
+        return self.value("monitor_outbox_full")
 
-    def outbox_full(self, full):
-        self.full.append(full)
+    @property
+    def errors(self) -> float:
+        return self.value("monitor_outbox_errors_total")
 
-    def outbox_corrupt(self):
-        self.corrupt += 1
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB tmpfs: a real file system that fills up."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    @property
+    def corrupt(self) -> float:
+        return self.value("monitor_outbox_corrupt_total")
 
 
 def rows_on_disk(path: Path) -> list[int]:
@@ -61,15 +51,16 @@ def event(n: int, pad: int = 0) -> str:
 
 def test_a_full_disk_keeps_the_count_exact_and_no_stored_event_is_dropped(small_disk, caplog):
     caplog.set_level(logging.INFO, logger="monitor")
-    filler = small_disk / "filler"
+    disk = small_disk("2m")
+    filler = disk / "filler"
     filler.write_bytes(b"\0" * 600_000)  # what frees up later: another program's file
-    events = RecordingEvents()
-    path = small_disk / "outbox.sqlite"
-    outbox = Outbox(path, max_messages=100, events=events)
+    events = Alarms()
+    path = disk / "outbox.sqlite"
+    outbox = Outbox(path, max_messages=100, events=events.metrics)
     stored = [row for n in range(200) if (row := outbox.add("p/cam/events", event(n, pad=20_000), 1, False)) is not None]
     assert 5 < len(stored) < 100, "the disk filled up part way (and the size policy never had a reason to act)"
     assert outbox.size() == len(rows_on_disk(path)) == len(stored)
-    assert events.errors == 200 - len(stored) and events.full == [True]
+    assert events.errors == 200 - len(stored) and events.full == 1
     outbox_errors = [r for r in caplog.records if r.name == "monitor.publishing.outbox" and r.levelno >= logging.ERROR]
     assert len(outbox_errors) == 1, "a disk-full episode is logged once, not once per message"
     assert "database or disk is full" in outbox_errors[0].getMessage()
@@ -80,15 +71,16 @@ def test_a_full_disk_keeps_the_count_exact_and_no_stored_event_is_dropped(small_
     on_disk = rows_on_disk(path)
     assert len(on_disk) == len(stored) + 10, "10 new events stored, none of the earlier ones deleted"
     assert on_disk[: len(stored)] == stored
-    assert outbox.size() == len(on_disk) and events.dropped == {}
-    assert events.full == [True, False]
+    assert outbox.size() == len(on_disk) and events.value("monitor_outbox_dropped_total", kind="event") == 0
+    assert events.full == 0
     assert "works again after" in caplog.text
     outbox.close()
 
 
 def test_acknowledged_rows_that_cannot_be_deleted_on_a_full_disk_go_with_the_next_delete(small_disk):
-    filler = small_disk / "filler"
-    path = small_disk / "outbox.sqlite"
+    disk = small_disk("2m")
+    filler = disk / "filler"
+    path = disk / "outbox.sqlite"
     outbox = Outbox(path)
     ids = [outbox.add("p/cam/events", event(n, pad=1000), 1, False) for n in range(20)]
     with open(filler, "wb") as file:  # fill the disk to the last block
@@ -119,8 +111,8 @@ def test_a_file_that_is_not_a_database_is_moved_aside_and_a_fresh_outbox_starts(
     path = tmp_path / "outbox-monitor.sqlite"
     garbage = bytes(range(256)) * 64
     path.write_bytes(garbage)
-    events = RecordingEvents()
-    outbox = Outbox(path, events=events)
+    events = Alarms()
+    outbox = Outbox(path, events=events.metrics)
     (kept,) = corrupt_copies(path)
     assert kept.read_bytes() == garbage, "kept for inspection, as it was"
     assert events.corrupt == 1
@@ -138,8 +130,8 @@ def test_a_truncated_database_with_its_header_intact_is_moved_aside(tmp_path):
     data = path.read_bytes()
     assert data.startswith(b"SQLite format 3\0")
     path.write_bytes(data[: len(data) // 2])
-    events = RecordingEvents()
-    fresh = Outbox(path, events=events)
+    events = Alarms()
+    fresh = Outbox(path, events=events.metrics)
     assert events.corrupt == 1 and len(corrupt_copies(path)) == 1
     assert fresh.size() == 0 and fresh.pending() == []
 

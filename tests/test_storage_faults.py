@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,17 +20,6 @@ CAMERA = "street"
 STREAMS = [f"monitor/{CAMERA}/counts", f"monitor/{CAMERA}/events", f"monitor/{CAMERA}/events/active"]
 ON_PATH = {"name": "on_path", "rule": "intrusion", "zones": ["path"], "classes": ["person"], "per": "zone",
            "min_seconds": 0.2, "clear_seconds": 0.5}
-
-
-@pytest.fixture
-def state_disk(tmp_path):
-    mount = tmp_path / "state-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
@@ -74,9 +62,10 @@ def pair(message: dict) -> tuple[int, int]:
 
 
 def test_broker_down_disk_full_space_back_broker_back_outbox_deleted_restart(
-    tmp_path, state_disk, persistent_broker, subscriber_factory, clip, caplog
+    tmp_path, small_disk, persistent_broker, subscriber_factory, clip, caplog
 ):
     caplog.set_level(logging.INFO, logger="monitor")
+    state_disk = small_disk("4m")
     data = street_config(persistent_broker.port, source=str(cut_clip(clip, tmp_path / "street.avi", start=124, count=250)),
                          realtime=True, fps=5, safety=[ON_PATH])
     data["models"]["person"].update(imgsz=320)
