@@ -24,10 +24,11 @@ from monitor.geometry import polygon_overlaps_image, segment_meets_image
 from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
+from monitor.publishing.availability import Availability
 from monitor.publishing.homeassistant import build_discovery
 from monitor.publishing.publisher import Publisher
 from monitor.publishing.sequence import ACTIVE, COUNTS, EVENTS, Sequences
-from monitor.publishing.topics import CountsTopics
+from monitor.publishing.topics import CountsTopics, warn_if_legacy_layout
 from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
 
@@ -233,12 +234,24 @@ class CameraLoop:
 
 
 class Monitor:
-    """The whole daemon: build from a validated config, start, wait, stop."""
+    """The whole daemon: build from a validated config, start, wait, stop.
 
-    def __init__(self, config: AppConfig, metrics: Metrics | None = None, sequences: Sequences | None = None):
+    ``availability`` (the status topics) is the monitor's own unless given: the service passes one that outlives
+    the pipeline, so that a reload publishes no ``offline``; likewise ``sequences`` (every stream's ``(epoch, seq)``).
+    """
+
+    def __init__(
+        self,
+        config: AppConfig,
+        metrics: Metrics | None = None,
+        availability: Availability | None = None,
+        sequences: Sequences | None = None,
+    ):
         self.config = config
         self.metrics = metrics or Metrics()
-        self.sequences = sequences or Sequences(config.state_dir)  # a service passes its own, kept across reloads
+        self._owns_availability = availability is None
+        self.availability = availability or Availability(config.mqtt, list(config.cameras))
+        self.sequences = sequences or Sequences(config.state_dir)
         used_models = {camera.model for camera in config.cameras.values()}
         self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
@@ -288,6 +301,7 @@ class Monitor:
         return ",".join(sorted({d.device for d in self.detectors.values()}))
 
     def start(self) -> None:
+        warn_if_legacy_layout(self.config.mqtt)
         self.metrics.build(self.device)
         self.metrics.mqtt_state(False)
         for name, camera in self.config.cameras.items():
@@ -300,6 +314,7 @@ class Monitor:
                 self.discard()
                 raise
         self._started = True
+        self.availability.start()  # before the cameras: "online" comes before the first counts
         if self.evidence:
             self.evidence.prune()
         if self.home_assistant:
@@ -336,10 +351,11 @@ class Monitor:
         if not self._started:
             return
         self._started = False
-        for reader in self.readers.values():
-            reader.stop()
+        # loops before readers: a loop that saw its reader stopped would end its events as "stream_end"
         for loop in self.loops.values():
             loop.stop()
+        for reader in self.readers.values():
+            reader.stop()
         for worker in self.workers.values():
             worker.stop()
         if self.escalation:
@@ -350,6 +366,8 @@ class Monitor:
         for loop in self.loops.values():
             loop.close_safety("shutdown")
         self.publisher.stop()
+        if self._owns_availability:
+            self.availability.stop()
         if self._http:
             server, thread = self._http
             server.shutdown()

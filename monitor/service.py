@@ -10,7 +10,9 @@ Reload (``SIGHUP``, ``systemctl reload``): the new config file is validated and 
 anything else) is logged and shown in ``STATUS=``, and the running pipeline stays. Only then is the running
 pipeline stopped and the new one started (a few seconds without counts); should that start fail, the
 previous configuration is started again. Nothing is lost across it: unsent messages wait in the outbox
-and every stream's ``(epoch, seq)`` goes on.
+and every stream's ``(epoch, seq)`` goes on. A reload is not an outage: the status topics' connections
+(``Availability``) outlive the pipeline, so ``<prefix>/status`` and each kept camera's ``status`` stay
+``online`` throughout (only a removed camera goes ``offline``).
 
 The service holds ``<state_dir>/monitor.lock`` (``monitor.instance``) for the life of the process: a
 second monitor on the same state dir is refused at start.
@@ -30,6 +32,7 @@ from pathlib import Path
 from monitor.capture import CameraState
 from monitor.config import AppConfig, ConfigError, load_config
 from monitor.instance import StateDirInUse, StateDirLock
+from monitor.publishing.availability import Availability
 from monitor.publishing.sequence import Sequences
 
 log = logging.getLogger("monitor.service")
@@ -125,10 +128,10 @@ def fatal_problems(monitor) -> list[str]:
     return [worker.fatal for worker in monitor.workers.values() if worker.fatal]
 
 
-def build_monitor(config: AppConfig, sequences: Sequences):
+def build_monitor(config: AppConfig, availability: Availability, sequences: Sequences):
     from monitor.pipeline import Monitor
 
-    return Monitor(config, sequences=sequences)
+    return Monitor(config, availability=availability, sequences=sequences)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -143,7 +146,7 @@ class Service:
         config_path: str | Path,
         config: AppConfig,
         notifier: Notifier | None = None,
-        build: Callable[[AppConfig, Sequences], object] = build_monitor,
+        build: Callable[[AppConfig, Availability, Sequences], object] = build_monitor,
         tick_s: float = 1.0,
     ):
         self.config_path = Path(config_path)
@@ -155,6 +158,7 @@ class Service:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.monitor = None
+        self.availability = Availability(config.mqtt, list(config.cameras))
         self.lock: StateDirLock | None = None
         self.sequences: Sequences | None = None
         self.keepalives = 0
@@ -172,9 +176,10 @@ class Service:
         self.lock = StateDirLock(self.config.state_dir).acquire()
         self.sequences = Sequences(self.config.state_dir)
         try:
-            self.monitor = self.build(self.config, self.sequences)
+            self.monitor = self.build(self.config, self.availability, self.sequences)
             self.monitor.start()
         except BaseException:
+            self.availability.stop()
             self.lock.release()
             raise
         self.notifier.ready(self._status())
@@ -186,6 +191,7 @@ class Service:
             self.notifier.stopping()
             log.info("stopping")
             self.monitor.stop()
+            self.availability.stop()  # offline after the last counts and event ends went out
             self.notifier.close()
             self.lock.release()
         return code
@@ -243,8 +249,9 @@ class Service:
             return False
         except Exception as error:  # anything else (a bug, the file system): same answer
             return self._refuse(f"cannot read {self.config_path}", error)
+        availability = self._availability_for(new_config)
         try:
-            new_monitor = self.build(new_config, sequences)
+            new_monitor = self.build(new_config, availability, sequences)
         except Exception as error:
             if lock is not self.lock:
                 lock.release()
@@ -258,7 +265,7 @@ class Service:
             log.error("reload: the new pipeline did not start (%s); starting the previous configuration again", describe_failure(error))
             if lock is not self.lock:
                 lock.release()
-            self.monitor = self.build(self.config, self.sequences)
+            self.monitor = self.build(self.config, self.availability, self.sequences)
             self.monitor.start()
             self.notifier.ready(self._status())
             self.notifier.status(f"reload failed, previous configuration running: {describe_failure(error)}"[:400])
@@ -266,6 +273,7 @@ class Service:
         if lock is not self.lock:
             self.lock.release()
         self.monitor, self.config, self.lock, self.sequences = new_monitor, new_config, lock, sequences
+        self._adopt(availability)
         logging.getLogger().setLevel(self.config.logging.level)
         self._problems = []
         self.notifier.ready(self._status())
@@ -281,6 +289,18 @@ class Service:
         log.error("reload: %s (%s); keeping the running configuration", what, describe_failure(error), exc_info=not isinstance(error, ConfigError))
         self.notifier.status(f"reload refused: {what}: {describe_failure(error)}"[:400])
         return False
+
+    def _availability_for(self, config: AppConfig) -> Availability:
+        """The running status connections when they fit ``config``'s broker and prefix, else new ones."""
+        return self.availability if self.availability.serves(config.mqtt) else Availability(config.mqtt, list(config.cameras))
+
+    def _adopt(self, availability: Availability) -> None:
+        """Kept connections follow the cameras (a removed one goes offline); replaced ones go offline."""
+        if availability is self.availability:
+            availability.set_cameras(list(self.config.cameras))
+        else:
+            self.availability.stop()
+            self.availability = availability
 
     def _status(self) -> str:
         cameras = len(self.config.cameras)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import PERSON_MODEL, ROOT, Broker, write_config
+from safety_support import CLASS_NAMES, ZONES
 from monitor.config import ConfigError, load_config, parse_config
 
 BUNDLED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -62,17 +63,17 @@ BAD_CONFIGS = [
     (
         "zone-reserved-name",
         lambda d: street(d)["zones"].update(counts={"polygon": TRIANGLE}),
-        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "zone-totals-name",
         lambda d: street(d)["zones"].update(totals={"polygon": TRIANGLE}),
-        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "line-reserved-name",
         lambda d: street(d)["lines"].update(status={"points": [[0, 0], [10, 10]]}),
-        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     ("zone-name-with-space", lambda d: street(d)["zones"].update({"front door": {"polygon": TRIANGLE}}), "cameras.street.zones.front door: 'front door' must use only letters, digits, '_' and '-'"),
     ("line-same-points", lambda d: street(d)["lines"]["crossing"].update(points=[[5, 5], [5, 5]]), "cameras.street.lines.crossing.points: the two points must differ"),
@@ -304,3 +305,46 @@ def test_password_reaches_a_real_broker_and_never_the_log(tmp_path, monkeypatch,
         publisher.stop()
         broker.stop()
     assert SECRET not in caplog.text
+
+
+def _config_with(rules: list[dict]) -> dict:
+    return {"models": {"m": {"path": "m.pt"}}, "cameras": {"c": {"source": "x.mp4", "model": "m", "zones": ZONES, "safety": rules}}}
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ([{"rule": "intrusion", "zones": ["dock"]}], "cameras.c.safety.0.zones: unknown zone 'dock' (defined: lot, yard)"),
+        ([{"rule": "intrusion", "zones": ["lot"]}, {"rule": "intrusion", "zones": ["yard"]}], "cameras.c.safety.1.name: duplicate rule name 'intrusion'"),
+        ([{"rule": "occupancy", "zones": ["lot"], "above": 1, "below": 3}], "give exactly one of above, below"),
+        ([{"rule": "person_down", "ambiguous_conf": [0.7, 0.2]}], "ambiguous_conf: needs 0 <= lo < hi <= 1"),
+        ([{"rule": "teleport"}], "cameras.c.safety.0: Input tag 'teleport'"),
+        ([{"rule": "dwell", "zones": ["lot"]}], "max_seconds: required key is missing"),
+    ],
+)
+def test_bad_rules_are_named_by_their_key_path(rules, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(_config_with(rules))
+    assert message in str(error.value)
+
+
+def test_bundled_config_has_the_street_rules():
+    from monitor.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "config.yaml")
+    rules = {rule.key: rule.rule for rule in config.cameras["street"].safety}
+    assert rules == {"lot_intrusion": "intrusion", "person_down": "person_down", "crowding": "occupancy", "lawn_loitering": "dwell", "camera_stale": "stale_camera"}
+    assert config.evidence.dir is not None and config.evidence.max_mb > 0
+
+
+def test_rule_classes_are_checked_against_the_model():
+    from monitor.config import check_model_classes
+
+    config = parse_config(_config_with([{"rule": "intrusion", "zones": ["lot"], "classes": ["person", "Fall", "forklift"]}, {"rule": "person_down", "fall_classes": ["Lying"]}]))
+    config = config.model_copy(update={"models": {"m": config.models["m"].model_copy(update={"aliases": {"Normal": "person", "Fall": "person"}})}})
+    with pytest.raises(ConfigError) as error:
+        check_model_classes(config, {"m": CLASS_NAMES})
+    assert error.value.problems == [
+        "cameras.c.safety.0.classes: unknown class 'forklift' (known: person, Normal, Fall)",
+        "cameras.c.safety.1.fall_classes: unknown class 'Lying' (known: Normal, Fall)",
+    ]

@@ -49,7 +49,12 @@ class MqttConfig(Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive_s: int = Field(30, ge=5, le=3600)
     heartbeat_s: float = Field(30.0, gt=0, le=DAY_S)
-    bare_topics: bool = Field(True, description="also publish <prefix>/<camera>/<zone>/<class> integers")
+    bare_topics: bool = Field(True, description="also publish each count as a bare integer on its own topic")
+    bare_layout: Literal["count", "legacy"] = Field(
+        "count",
+        description="count: <prefix>/<camera>/count/<zone>/<class> (one filter, <prefix>/+/count/+/+, selects them all);"
+        " legacy: <prefix>/<camera>/<zone>/<class>, deprecated, removed in the next release",
+    )
     queue_size: int = Field(10000, ge=10, le=10_000_000)
     outbox: OutboxConfig = OutboxConfig()
 

@@ -1,9 +1,9 @@
 """The publisher: owns the MQTT connection (paho-mqtt 2.x) and sends every message off the frame path.
 
 QoS 1/2 messages go through the durable outbox (``monitor.publishing.outbox``) and leave it only on the
-broker's acknowledgement (``monitor.publishing.drain``); ``<prefix>/status`` is ``online`` after connecting
-and ``offline`` on a clean stop and as the last will. A broker that cannot be reached, refuses us or never
-answers our CONNECT is logged once per reason until a connection works.
+broker's acknowledgement (``monitor.publishing.drain``). The ``status`` topics and their last wills have
+connections of their own (``monitor.publishing.availability``). A broker that cannot be reached, refuses us
+or never answers our CONNECT is logged once per reason until a connection works.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class NullPublishEvents(NullOutboxEvents):
     def outbox_state(self, messages: int, oldest_s: float) -> None: ...
 
 
-def make_client(config: MqttConfig) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, clean_session=True)
+def make_client(config: MqttConfig, client_id: str | None = None) -> mqtt.Client:
+    """A paho client with the config's credentials, TLS and reconnect policy (``client_id`` default: the config's)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or config.client_id, clean_session=True)
     if config.username:
         password = config.password.reveal() if config.password else None
         client.username_pw_set(config.username, password)
@@ -54,7 +55,6 @@ def make_client(config: MqttConfig) -> mqtt.Client:
             cert_reqs=ssl.CERT_REQUIRED,
         )
         client.tls_insecure_set(tls.insecure)
-    client.will_set(f"{config.prefix}/status", "offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     client.max_queued_messages_set(config.queue_size)
     return client
@@ -110,7 +110,6 @@ class Publisher:
         self._stop_deadline = 0.0
         self._outbox_reported = 0.0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-        self._status_topic = f"{config.prefix}/status"
         self.on_connect: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to resend discovery
 
     @property
@@ -172,17 +171,11 @@ class Publisher:
             pass  # the sender is busy anyway and pumps after each message
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Drain what is queued (bounded by ``timeout``), publish ``offline``, disconnect."""
+        """Drain what is queued (bounded by ``timeout``), disconnect."""
         self._stopping = True
         self._stop_deadline = time.monotonic() + max(0.5, timeout - 1.0)
         self._queue.put(None)
         self._thread.join(timeout)
-        if self.connected.is_set():
-            info = self._client.publish(self._status_topic, "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
         if self._drain:
@@ -256,7 +249,6 @@ class Publisher:
             return
         self._connect_problem = None
         log.info("MQTT connected to %s", self.where)
-        client.publish(self._status_topic, "online", qos=1, retain=True)
         self.connected.set()
         for hook in self.on_connect:
             hook()
