@@ -160,9 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return report_config_error(args.config, error)
     setup_logging(args.log_level or config.logging.level)
-    from monitor.service import Service  # sd_notify READY/STOPPING/WATCHDOG, SIGTERM stops, SIGHUP reloads
-
     from monitor.instance import StateDirInUse
+    from monitor.service import Service  # sd_notify READY/STOPPING/WATCHDOG, SIGTERM stops, SIGHUP reloads
 
     service = Service(args.config, config)
     service.install_signal_handlers()

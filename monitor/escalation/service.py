@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from monitor.common import clean_text
 from monitor.config import AppConfig, ConfigError, EscalationConfig
-from monitor.escalation.client import ModelClient, classify_error, endpoint_on_site
+from monitor.escalation.client import ModelClient, RawAnswer, classify_error, endpoint_on_site
 from monitor.escalation.limits import Budget, CircuitBreaker
 from monitor.escalation.prompt import EncodedImage, build_prompt, encode_image, image_tokens, money
 from monitor.escalation.records import DatasetWriter
 from monitor.escalation.request import EscalationOutcome, EscalationRequest
-from monitor.common import clean_text
-from monitor.escalation.client import RawAnswer
 from monitor.escalation.schema import AnswerRejected, answer_schema, count_limits, parse_answer
 
 log = logging.getLogger(__name__)
