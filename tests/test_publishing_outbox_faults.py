@@ -10,7 +10,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
 from conftest import Broker
 
 from monitor.config import MqttConfig, OutboxConfig

@@ -5,7 +5,6 @@ client_id and a disabled outbox; no (epoch, seq) ever stands for two different m
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Broker, cut_clip, street_config, write_config
+from conftest import Broker, cut_clip, street_config, wait_until, write_config
 
 from monitor.config import load_config
 from monitor.pipeline import Monitor
@@ -29,15 +29,6 @@ def persistent_broker(tmp_path):
     broker = Broker(tmp_path, f"persistence true\npersistence_location {store}/\nautosave_interval 1\nuser root\n").start()
     yield broker
     broker.stop()
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def fill(disk: Path) -> Path:
