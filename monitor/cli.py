@@ -147,7 +147,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not args.no_models:
             from monitor.pipeline import Monitor
 
-            Monitor(config)  # loads models and checks class names; opens no camera
+            Monitor(config).discard()  # loads models and checks class names; opens no camera
     except ConfigError as error:
         return report_config_error(args.config, error)
     print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models)")
@@ -160,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return report_config_error(args.config, error)
     setup_logging(args.log_level or config.logging.level)
+    from monitor.instance import StateDirInUse
     from monitor.service import Service  # sd_notify READY/STOPPING/WATCHDOG, SIGTERM stops, SIGHUP reloads
 
     service = Service(args.config, config)
@@ -169,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return service.run()
     except ConfigError as error:
         return report_config_error(args.config, error)
+    except StateDirInUse as error:
+        log.error("refusing to start: %s", error)
+        return EXIT_FAILED
 
 
 # --- setting up and offline work -------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class Metrics:
         self.outbox_dropped_total = Counter("monitor_outbox_dropped", "Outbox messages dropped by the size policy", ["kind"], registry=r)
         self.outbox_errors = Counter("monitor_outbox_errors", "Outbox database failures (disk full...)", registry=r)
         self.outbox_alarm = Gauge("monitor_outbox_full", "1 while the outbox drops events or cannot write", registry=r)
+        self.outbox_corrupt_total = Counter(
+            "monitor_outbox_corrupt", "Corrupt outbox files moved aside (and a fresh outbox started)", registry=r
+        )
         self.gpu_fallbacks = Counter("monitor_gpu_fallbacks", "Models moved to the CPU after a CUDA error", ["model"], registry=r)
         self.safety_events = Counter("monitor_safety_events", "Safety events started", ["camera", "rule"], registry=r)
         self.safety_active = Gauge("monitor_safety_events_active", "Safety events active now", ["camera", "rule"], registry=r)
@@ -130,7 +133,7 @@ class Metrics:
         self.escalations.labels(camera, reason, outcome).inc()
         if seconds is not None:
             self.escalation_seconds.labels(camera).observe(seconds)
-        if cost:
+        if cost > 0:
             self.escalation_cost.labels(camera).inc(cost)
 
     def escalation_state(self, budget_remaining: float, circuit_open: bool) -> None:
@@ -177,6 +180,9 @@ class Metrics:
 
     def outbox_full(self, full: bool) -> None:
         self.outbox_alarm.set(1 if full else 0)
+
+    def outbox_corrupt(self) -> None:
+        self.outbox_corrupt_total.inc()
 
     def register_safety(self, camera: str, rules: list[str]) -> None:
         for rule in rules:

@@ -41,6 +41,19 @@ def choose_device(requested: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(name: str, device: str) -> None:
+    """A CUDA device that this machine does not have is a configuration error, not a crash at the first frame."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        have = f"CUDA devices cuda:0 to cuda:{count - 1}" if count else "no usable CUDA device"
+        raise ModelLoadError(f"models.{name}.device: {device} does not exist (this machine has {have}); use auto or cpu")
+
+
 def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool = False):
     """Load any Ultralytics format (.pt, .onnx, .engine, OpenVINO dir) without ever downloading.
 
@@ -87,6 +100,7 @@ class Detector:
         self.name = name
         self.config = config
         self.device = choose_device(config.device)
+        check_device(name, self.device)
         self.half = config.half if config.half is not None else self.device.startswith("cuda")
         self.model = load_model(name, config, self.device, self.half)
         self.is_pytorch = Path(self.model.ckpt_path or "").suffix == ".pt"
