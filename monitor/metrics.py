@@ -60,6 +60,9 @@ class Metrics:
         self.outbox_errors = Counter("monitor_outbox_errors", "Outbox database failures (disk full...)", registry=r)
         self.outbox_alarm = Gauge("monitor_outbox_full", "1 while the outbox drops events or cannot write", registry=r)
         self.gpu_fallbacks = Counter("monitor_gpu_fallbacks", "Models moved to the CPU after a CUDA error", ["model"], registry=r)
+        self.inference_errors = Counter(
+            "monitor_inference_errors", "Batches whose inference failed (the model, or the server serving it)", ["model"], registry=r
+        )
         self.safety_events = Counter("monitor_safety_events", "Safety events started", ["camera", "rule"], registry=r)
         self.safety_active = Gauge("monitor_safety_events_active", "Safety events active now", ["camera", "rule"], registry=r)
 
@@ -100,6 +103,12 @@ class Metrics:
     def inference_done(self, model: str, seconds: float, batch_size: int) -> None:
         self.inference_seconds.labels(model).observe(seconds)
         self.inference_batch.labels(model).observe(batch_size)
+
+    def register_model(self, model: str) -> None:
+        self.inference_errors.labels(model)
+
+    def inference_failed(self, model: str) -> None:
+        self.inference_errors.labels(model).inc()
 
     def frame_processed(self, camera: str, latency_s: float) -> None:
         self.frames.labels(camera, "processed").inc()

@@ -21,6 +21,7 @@ from monitor.config.app import (
     OutboxConfig,
     ServiceConfig,
     TlsConfig,
+    TritonConfig,
     default_state_dir,
 )
 from monitor.config.base import ConfigError, LocatedError, SecretSource, Strict
@@ -50,6 +51,6 @@ __all__ = [
     "DwellRule", "EscalationConfig", "EscalationThresholds", "EvidenceConfig", "HomeAssistantConfig", "IntrusionRule",
     "LineConfig", "LiveViewConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
-    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "ZoneConfig",
+    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "TritonConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "load_config", "model_labels", "parse_config",
 ]

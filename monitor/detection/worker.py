@@ -20,19 +20,56 @@ import numpy as np
 
 from monitor.detection.detector import Detector
 from monitor.detection.preprocess import PreparedImage
+from monitor.detection.triton import TritonError
 from monitor.frame import Boxes
 
 log = logging.getLogger(__name__)
 
 
+FAILURE_LOG_EVERY_S = 30.0  # while inference keeps failing (a model server down): one summary line this often
+
+
 class InferenceEvents(Protocol):
     def inference_done(self, model: str, seconds: float, batch_size: int) -> None: ...
+    def inference_failed(self, model: str) -> None: ...
     def gpu_fallback(self, model: str) -> None: ...
 
 
 class NullInferenceEvents:
     def inference_done(self, model: str, seconds: float, batch_size: int) -> None: ...
+    def inference_failed(self, model: str) -> None: ...
     def gpu_fallback(self, model: str) -> None: ...
+
+
+class InferenceFailed(Exception):
+    """A frame's batch could not be inferred (the model, or the server that serves it, failed)."""
+
+
+@dataclass
+class FailureStreak:
+    """Failed batches in a row: logged when it starts, summarised while it lasts, and when it ends."""
+
+    model: str
+    failed: int = 0
+    since: float = 0.0
+    last_log: float = 0.0
+
+    def failure(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if not self.failed:
+            self.since = self.last_log = now
+            log.error("model %s: inference failed (%s); its cameras' counts are stale until it works again", self.model, exc,
+                      exc_info=None if isinstance(exc, TritonError) else exc)  # a server's answer needs no traceback
+        elif now - self.last_log >= FAILURE_LOG_EVERY_S:
+            self.last_log = now
+            log.error("model %s: inference still failing (%d batches in %.0f s): %s", self.model, self.failed + 1, now - self.since, exc)
+        self.failed += 1
+
+    def success(self) -> None:
+        if self.failed:
+            log.warning("model %s: inference works again after %d failed batches in %.0f s",
+                        self.model, self.failed, time.monotonic() - self.since)  # fmt: skip
+            self.failed = 0
 
 
 @dataclass
@@ -53,6 +90,7 @@ class InferenceWorker:
         self.busy_since: float | None = None
         self.clients = 0  # cameras that submit (one frame in flight each); 0: unknown
         self.fatal: str | None = None  # set after a CUDA error with on_gpu_failure: exit
+        self.failures = FailureStreak(detector.name)
 
     def start(self) -> None:
         if self.detector.config.warmup:
@@ -106,7 +144,7 @@ class InferenceWorker:
         try:
             return self.detector.infer(prepared)
         except Exception as exc:
-            if not (is_cuda_error(exc) and self.detector.device != "cpu"):
+            if not (is_cuda_error(exc) and self.detector.device.startswith("cuda")):  # not a served model's server error
                 raise
             if self.detector.config.on_gpu_failure == "exit" or not self.detector.is_pytorch:
                 self.fatal = f"model {self.detector.name}: CUDA error on {self.detector.device}: {exc}"
@@ -123,14 +161,18 @@ class InferenceWorker:
         try:
             outputs = self._predict_or_fall_back([request.prepared for request in batch])
         except Exception as exc:  # one bad batch must not kill the worker
-            log.exception("model %s: inference failed", self.detector.name)
+            self.failures.failure(exc)
+            self.events.inference_failed(self.detector.name)
             for request in batch:
-                request.future.set_exception(exc)
+                failed = InferenceFailed(f"model {self.detector.name}: {exc}")
+                failed.__cause__ = exc
+                request.future.set_exception(failed)
             return
         finally:
             self.busy_since = None
         seconds = time.monotonic() - started
         self.last_progress = time.monotonic()
+        self.failures.success()
         self.events.inference_done(self.detector.name, seconds, len(batch))
         for request, boxes in zip(batch, outputs):
             request.future.set_result(boxes)
