@@ -34,7 +34,7 @@ SEGMENT_FRAMES = 40
 SCRAPE_S = 1
 
 # Grafana's built-in variables, as Grafana would substitute them for a short time range
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m", "$camera": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m", "$camera": ".*", "$host": ".*"}
 
 
 def load_dashboard() -> dict:
@@ -73,7 +73,9 @@ def test_dashboard_structure():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["type"] == "datasource" and variables["DS_PROMETHEUS"]["query"] == "prometheus"
     camera = variables["camera"]
-    assert camera["type"] == "query" and camera["query"]["query"] == "label_values(monitor_camera_up, camera)"
+    assert camera["type"] == "query" and camera["query"]["query"] == 'label_values(monitor_camera_up{host=~"$host"}, camera)'
+    assert variables["host"]["query"]["query"] == "label_values(monitor_build_info, host)"  # a label Prometheus adds
+    assert variables["host"]["includeAll"] and variables["host"]["allValue"] == ".*"
     assert camera["datasource"]["uid"] == "${DS_PROMETHEUS}"
     assert camera["includeAll"] and camera["allValue"] == ".*"
     for panel in query_panels(dashboard):
@@ -320,4 +322,4 @@ def _rules(prometheus: Prometheus) -> list[dict]:
 
 def test_grafana_variables_are_all_substituted():
     for _, expr in dashboard_expressions(load_dashboard()):
-        assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera)\w", expr), expr
+        assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera|host)\w", expr), expr

@@ -83,6 +83,8 @@ class ClassThresholds:
 class Detector:
     """One loaded model and its settings. Only the inference worker's thread calls ``predict``."""
 
+    parallel_batches = 1  # batches that may run at once: one device and one reused host buffer
+
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.config = config

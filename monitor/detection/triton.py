@@ -53,8 +53,11 @@ class TritonDetector(Detector):
     """A Detector whose model runs on a Triton server: the letterbox, NMS and box mapping stay on this host.
 
     Nothing is loaded here, so ``Detector.__init__`` is not called; the rest of the Detector (prepare,
-    predict, infer by input shape, nms, read_back) is shared.
+    predict, infer by input shape, nms, read_back) is shared. Several batches may be in flight (one per
+    camera, at most ``parallel_batches``): Triton queues and batches them with the other hosts' requests.
     """
+
+    parallel_batches = 32
 
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
@@ -91,7 +94,8 @@ class TritonModel:
             self.calls = protocol_calls(self.settings)
         except ImportError:
             raise ModelLoadError(f"{self.key}: needs the tritonclient package (pip install 'camera-monitor[triton]')") from None
-        self.sent_bytes = self.received_bytes = 0
+        self.sent_bytes = self.received_bytes = 0  # tensor bytes of the requests and answers
+        self._lock = threading.Lock()
         self.served = self._served_when_ready()
         if config.max_batch > self.served.max_batch_size:
             raise ModelLoadError(
@@ -105,8 +109,9 @@ class TritonModel:
             raw = self.calls.infer(self.served.input_name, pixels, self.served.output_name)
         except Exception as exc:  # the client raises many kinds: refused, deadline, unknown model, server errors
             raise TritonError(f"{self.where}: {exc}") from exc
-        self.sent_bytes += pixels.nbytes
-        self.received_bytes += raw.nbytes
+        with self._lock:
+            self.sent_bytes += pixels.nbytes
+            self.received_bytes += raw.nbytes
         return raw
 
     def _served_when_ready(self) -> ServedModel:
