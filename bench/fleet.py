@@ -88,27 +88,38 @@ def measure_fleet(args, mode: str, mqtt_port: int, triton: TritonSide | None, ch
     kind, hosts, cameras = PATTERN.match(mode).groups()
     command = [sys.executable, "-m", "bench.run", "--child", f"monitor-{cameras}", "--mqtt-port", str(mqtt_port), "--barrier"]
     command += child_args + (["--triton-url", triton.url, "--triton-model", MODEL_NAME] if kind == "triton" else [])
+    logs = [tempfile.TemporaryFile("w+") for _ in range(int(hosts))]  # a full stderr pipe would block a host
     children = [
-        subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(int(hosts))
+        subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        for log in logs
     ]
     try:
-        for child in children:  # every host has loaded its model (or connected to Triton)
-            if child.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"{mode}: a host did not start:\n{child.stderr.read()[-3000:]}")
+        for child, log in zip(children, logs):  # every host has loaded its model (or connected to Triton)
+            if not _ready(child):
+                raise RuntimeError(f"{mode}: a host did not start (exit {child.wait(60)}):\n{_tail(log)}")
         if kind == "triton":
             triton.proxy.reset()
         before = _server_figures(triton) if kind == "triton" else {}
         for child in children:
             child.stdin.write("go\n")
             child.stdin.flush()
-        results = [_result(child, mode, args.frames * 60 + 300) for child in children]
+        results = [_result(child, log, mode, args.frames * 60 + 300) for child, log in zip(children, logs)]
         after = _server_figures(triton) if kind == "triton" else {}
     finally:
-        for child in children:
+        for child, log in zip(children, logs):
             if child.poll() is None:
                 child.kill()
+                child.wait(10)
+            log.close()
     return combine(results, int(hosts), before, after)
+
+
+def _ready(child: subprocess.Popen) -> bool:
+    """Whether the host said ``ready`` (Ultralytics prints to stdout too: other lines are skipped)."""
+    for line in child.stdout:
+        if line.strip() == "ready":
+            return True
+    return False
 
 
 def _server_figures(triton: TritonSide) -> dict:
@@ -116,12 +127,17 @@ def _server_figures(triton: TritonSide) -> dict:
     return {**figures, "cpu": triton.cpu_seconds(), "wire": triton.proxy.sent + triton.proxy.received}
 
 
-def _result(child: subprocess.Popen, mode: str, timeout: float) -> dict:
-    out, err = child.communicate(timeout=timeout)
+def _result(child: subprocess.Popen, log, mode: str, timeout: float) -> dict:
+    out, _ = child.communicate(timeout=timeout)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
-        raise RuntimeError(f"{mode}: a host failed (exit {child.returncode}):\n{err[-3000:]}")
+        raise RuntimeError(f"{mode}: a host failed (exit {child.returncode}):\n{_tail(log)}")
     return json.loads(lines[-1])
+
+
+def _tail(log) -> str:
+    log.seek(0)
+    return log.read()[-3000:]
 
 
 def combine(results: list[dict], hosts: int, before: dict, after: dict) -> dict:

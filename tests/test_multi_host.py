@@ -5,6 +5,7 @@ Prometheus, with the shipped configurations (prometheus/central.yml, edge.yml, t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from triton_fixtures import start_server, triton_model, write_python_repository
 CENTRAL = ROOT / "prometheus" / "central.yml"
 EDGE = ROOT / "prometheus" / "edge.yml"
 ALERTS = ROOT / "prometheus" / "alerts.yml"
+DROP_IN = ROOT / "systemd" / "monitor.service.d" / "edge.conf"
 HOSTS = ("edge-a", "edge-b")  # edge-a: scraped by the central Prometheus; edge-b: federated from its own
 
 
@@ -136,3 +138,17 @@ def test_shipped_prometheus_configs_pass_promtool():
     for config in (CENTRAL, EDGE):
         done = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
+def test_edge_systemd_drop_in_verifies(tmp_path):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    unit = tmp_path / "monitor.service"
+    unit.write_text((ROOT / "systemd" / "monitor.service").read_text().replace("/opt/monitor/venv/bin/monitor", "/bin/true"))
+    (tmp_path / "monitor.service.d").mkdir()
+    shutil.copy(DROP_IN, tmp_path / "monitor.service.d" / DROP_IN.name)
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}  # the drop-in is read from beside the unit
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = DROP_IN.read_text()
+    assert "TimeoutStartSec=infinity" in text and "After=mosquitto.service" in text

@@ -8,7 +8,7 @@ local run of the same model. Triton batches the requests of every camera host (d
 
 Start-up checks the server and the model and reads the class names and stride from the model's config
 (``parameters``); any problem is an error naming the URL and model, or with ``wait_at_start`` a wait.
-At run time a failed request is an ``InferenceError``: the worker counts it and the cameras of the model
+At run time a failed request is a ``TritonError``: the worker counts it and the cameras of the model
 go stale until requests succeed again (gRPC reconnects by itself; its backoff is capped at a few seconds).
 """
 
