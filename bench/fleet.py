@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from bench.loopback import CountingProxy
@@ -57,6 +60,7 @@ class TritonSide:
     def stop(self) -> None:
         self.proxy.stop()
         self.server.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def cpu_seconds(self) -> float:
         """User and system time of the server and its backend stubs (its child processes) so far."""
@@ -84,42 +88,71 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Host:
+    """One monitor process of a fleet mode: its stdout read on a thread (so a full pipe never blocks it), stderr to a file."""
+
+    def __init__(self, command: list[str]):
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.lines: list[str] = []
+        self.said_ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # Ultralytics prints to stdout too
+            self.lines.append(line)
+            if line.strip() == "ready":
+                self.said_ready.set()
+        self.said_ready.set()  # or ended
+
+    def ready(self, timeout: float) -> bool:
+        return self.said_ready.wait(timeout) and any(line.strip() == "ready" for line in self.lines)
+
+    def go(self) -> None:
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def result(self, mode: str) -> dict:
+        self.reader.join(30)
+        found = [line for line in self.lines if line.startswith("{")]
+        if self.process.returncode != 0 or not found:
+            raise RuntimeError(f"{mode}: a host failed (exit {self.process.returncode}):\n{self.tail()}")
+        return json.loads(found[-1])
+
+    def tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-3000:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+
 def measure_fleet(args, mode: str, mqtt_port: int, triton: TritonSide | None, child_args: list[str]) -> dict:
     kind, hosts, cameras = PATTERN.match(mode).groups()
     command = [sys.executable, "-m", "bench.run", "--child", f"monitor-{cameras}", "--mqtt-port", str(mqtt_port), "--barrier"]
     command += child_args + (["--triton-url", triton.url, "--triton-model", MODEL_NAME] if kind == "triton" else [])
-    logs = [tempfile.TemporaryFile("w+") for _ in range(int(hosts))]  # a full stderr pipe would block a host
-    children = [
-        subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-        for log in logs
-    ]
+    fleet = [Host(command) for _ in range(int(hosts))]
+    served = triton if kind == "triton" else None
     try:
-        for child, log in zip(children, logs):  # every host has loaded its model (or connected to Triton)
-            if not _ready(child):
-                raise RuntimeError(f"{mode}: a host did not start (exit {child.wait(60)}):\n{_tail(log)}")
-        if kind == "triton":
-            triton.proxy.reset()
-        before = _server_figures(triton) if kind == "triton" else {}
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = [_result(child, log, mode, args.frames * 60 + 300) for child, log in zip(children, logs)]
-        after = _server_figures(triton) if kind == "triton" else {}
+        for host in fleet:  # every host has loaded its model (or connected to Triton)
+            if not host.ready(timeout=600):
+                raise RuntimeError(f"{mode}: a host did not start:\n{host.tail()}")
+        if served:
+            served.proxy.reset()
+        before = _server_figures(served) if served else {}
+        for host in fleet:
+            host.go()
+        _wait_for(fleet, served, args.frames * 60 + 300)
+        results = [host.result(mode) for host in fleet]
+        after = _server_figures(served) if served else {}
     finally:
-        for child, log in zip(children, logs):
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-            log.close()
+        for host in fleet:
+            host.close()
     return combine(results, int(hosts), before, after)
-
-
-def _ready(child: subprocess.Popen) -> bool:
-    """Whether the host said ``ready`` (Ultralytics prints to stdout too: other lines are skipped)."""
-    for line in child.stdout:
-        if line.strip() == "ready":
-            return True
-    return False
 
 
 def _server_figures(triton: TritonSide) -> dict:
@@ -127,17 +160,15 @@ def _server_figures(triton: TritonSide) -> dict:
     return {**figures, "cpu": triton.cpu_seconds(), "wire": triton.proxy.sent + triton.proxy.received}
 
 
-def _result(child: subprocess.Popen, log, mode: str, timeout: float) -> dict:
-    out, _ = child.communicate(timeout=timeout)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        raise RuntimeError(f"{mode}: a host failed (exit {child.returncode}):\n{_tail(log)}")
-    return json.loads(lines[-1])
-
-
-def _tail(log) -> str:
-    log.seek(0)
-    return log.read()[-3000:]
+def _wait_for(fleet: list[Host], triton: TritonSide | None, timeout: float) -> None:
+    """Until every host is done; a Triton server that died meanwhile ends the mode (its hosts would wait forever)."""
+    deadline = time.monotonic() + timeout
+    while any(host.process.poll() is None for host in fleet):
+        if triton and triton.server.process.poll() is not None:
+            raise RuntimeError(f"the Triton server died (exit {triton.server.process.returncode}):\n{triton.server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the hosts ran longer than {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def combine(results: list[dict], hosts: int, before: dict, after: dict) -> dict:

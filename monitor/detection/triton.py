@@ -115,17 +115,17 @@ class TritonModel:
         return raw
 
     def _served_when_ready(self) -> ServedModel:
-        waited_since, logged = time.monotonic(), 0.0
+        started = next_log = time.monotonic()
         while True:
             try:
                 return self._served()
             except TritonError as exc:
                 if not self.settings.wait_at_start:
                     raise ModelLoadError(f"{self.key}: {exc}") from None
-                waited = time.monotonic() - waited_since
-                if waited - logged >= WAIT_LOG_EVERY_S or not logged:
-                    log.warning("%s: waiting for Triton (%.0f s so far): %s", self.key, waited, exc)
-                    logged = max(waited, 1e-9)
+                now = time.monotonic()
+                if now >= next_log:
+                    log.warning("%s: waiting for Triton (%.0f s so far): %s", self.key, now - started, exc)
+                    next_log = now + WAIT_LOG_EVERY_S
                 time.sleep(WAIT_RETRY_S)
 
     def _served(self) -> ServedModel:
