@@ -17,7 +17,7 @@ from triton_fixtures import CLIENT_IMGSZ, EXPORT_IMGSZ, MAX_BATCH, start_server,
 
 from bench.triton import TritonServer
 from monitor.cli import main as monitor_main
-from monitor.config import ModelConfig, load_config, parse_config
+from monitor.config import ConfigError, ModelConfig, load_config, parse_config
 from monitor.detection import Detector, ModelLoadError, build_detector
 from monitor.detection.engines import cached_path
 from monitor.detection.triton import TritonError, describe
@@ -92,6 +92,23 @@ def test_boxes_through_triton_equal_the_local_model(server, frames, person_model
 
 
 # --- start-up ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ({"triton": {"url": "tcp://h:8001", "model": "m"}}, "models.person.triton.url: expected grpc://host:port or http://host:port, got 'tcp://h:8001'"),
+        ({"triton": {"url": "grpc://h:80x1", "model": "m"}}, "models.person.triton.url: bad port in 'grpc://h:80x1'"),
+        ({"triton": {"url": "grpc://h:8001"}}, "models.person.triton.model: required key is missing"),
+        ({"triton": {"url": "grpc://h:8001", "model": "m", "timeout_s": 0}}, "models.person.triton.timeout_s: Input should be greater than 0"),
+        ({"path": "a.pt", "triton": {"url": "grpc://h:8001", "model": "m"}}, "models.person.triton: give path (a local model) or triton (a served one), not both"),
+        ({"imgsz": 320}, "models.person.path: required key is missing (a model file, or triton: a model on a Triton server)"),
+    ],
+)
+def test_triton_config_errors_name_the_key(model, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_config({"models": {"person": model}, "cameras": {"street": {"source": "a.avi", "model": "person"}}})
+    assert error.value.problems == [expected]
 
 
 def test_triton_down_at_start_names_the_url_and_model(tmp_path, capsys, segment):
