@@ -10,12 +10,12 @@ import bench.run
 
 def test_fleet_mode_compares_local_models_with_one_triton_server(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench.run, "RESULTS", tmp_path)
-    assert bench.run.main(["--fleet", "2x1", "--frames", "6", "--imgsz", "160", "--repeats", "1"]) == 0
+    assert bench.run.main(["--fleet", "1x2", "--frames", "6", "--imgsz", "160", "--repeats", "1"]) == 0
     report = json.loads((tmp_path / "latest.json").read_text())
-    assert [run["mode"] for run in report["runs"]] == ["local-2x1", "triton-2x1"]  # --fleet alone: nothing else
-    local, triton = (report["summary"][mode] for mode in ("local-2x1", "triton-2x1"))
+    assert [run["mode"] for run in report["runs"]] == ["local-1x2", "triton-1x2"]  # --fleet alone: nothing else
+    local, triton = (report["summary"][mode] for mode in ("local-1x2", "triton-1x2"))
     for row in (local, triton):
-        assert row["hosts"] == 2 and row["frames"] >= 12 and row["fps"] > 0 and row["cpu_s_per_frame"] > 0
+        assert row["hosts"] == 1 and row["frames"] >= 12 and row["fps"] > 0 and row["cpu_s_per_frame"] > 0
         assert row["latency_p99_ms"] >= row["latency_p50_ms"] > 0
     assert triton["fps_vs_local"] > 0 and triton["server_cpu_s_per_frame"] > 0 and triton["triton_batch_mean"] >= 1
     # 768x576 into 160: a 160x128 letterbox, 61,440 bytes of uint8 in; about 10 KB of predictions back
