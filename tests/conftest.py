@@ -1,4 +1,4 @@
-"""Shared fixtures: real material (the clip, the model) and real services (Mosquitto) on loopback."""
+"""Shared fixtures and helpers: real material (the clip, the model), real services (Mosquitto) on loopback, boxes."""
 
 from __future__ import annotations
 
@@ -8,16 +8,40 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
 from bench.loopback import MOSQUITTO, Broker, free_port, wait_for_port  # noqa: F401 (tests import them from here)
+from monitor.frame import Boxes
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "data" / "vtest.avi"
 PERSON_MODEL = ROOT / "models" / "person-fall.pt"
+
+
+def boxes_of(rows) -> Boxes:
+    """Boxes from rows of (xyxy, conf, class_id, track_id)."""
+    rows = list(rows)
+    if not rows:
+        return Boxes.empty()
+    return Boxes(
+        np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
+        np.array([r[1] for r in rows], np.float32),
+        np.array([r[2] for r in rows], np.int32),
+        np.array([r[3] for r in rows], np.int64),
+    )
+
+
+def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +64,90 @@ def person_model() -> Path:
     return PERSON_MODEL
 
 
+@pytest.fixture(scope="module")
+def street_image(clip):
+    """The clip's first frame (768x576 BGR)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    return image
+
+
+@pytest.fixture(scope="session")
+def frames(clip) -> dict:
+    """Frames 0, 100, 200, 300 of the street clip: four 'cameras' with different scenes."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    out = {}
+    for index in range(301):
+        ok, image = capture.read()
+        assert ok
+        if index % 100 == 0:
+            out[index] = image
+    capture.release()
+    return out
+
+
+@pytest.fixture(scope="session")
+def sized_images(frames) -> list:
+    """Real pictures in three shapes: the street (768x576), a bus (810x1080), a football coach (1280x720)."""
+    import cv2
+    from ultralytics.utils import ASSETS
+
+    return [frames[0], cv2.imread(str(ASSETS / "bus.jpg")), cv2.imread(str(ASSETS / "zidane.jpg"))]
+
+
+@pytest.fixture(scope="session")
+def detector(person_model):
+    """The person model on the CPU at the detection tests' small imgsz; loaded once for every test file."""
+    from detection_support import model_config
+    from monitor.detection import Detector
+
+    return Detector("person", model_config(person_model))
+
+
+DETECTED_FRAMES = (0, 40, 80, 120, 160, 200)
+
+
+@pytest.fixture(scope="session")
+def detected(clip, person_model):
+    """Six clip frames with the real detector's boxes (the bundled config's person model)."""
+    import cv2
+    import torch
+
+    from monitor.config import parse_config
+    from monitor.detection import Detector
+
+    torch.set_num_threads(1)
+    data = street_config(1883)
+    data["models"]["person"].update(warmup=False)
+    app = parse_config(data)
+    detector = Detector("person", app.models["person"])
+    capture = cv2.VideoCapture(str(clip))
+    out = []
+    for index in range(max(DETECTED_FRAMES) + 1):
+        ok, image = capture.read()
+        assert ok
+        if index in DETECTED_FRAMES:
+            out.append((index, image, detector.predict([image])[0]))
+    capture.release()
+    return app, detector, out
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server speaking the OpenAI API (tests/fake_openai.py), expecting the street camera's prompt."""
+    from fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI(expect_long_side=512, expect_text=["Street corner", "zone lot", "zone lawn", "zone path", "person"]).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def broker(tmp_path):
     broker = Broker(tmp_path).start()
@@ -54,10 +162,18 @@ class Subscriber:
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        self.subscribed = threading.Event()  # set once the broker has granted every topic
+        self._pending = set()
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_connect = lambda c, u, f, rc, p: self._pending.update(c.subscribe(t, qos=1)[1] for t in topics)
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._pending.discard(mid)
+        if not self._pending:
+            self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
@@ -71,12 +187,7 @@ class Subscriber:
         return [json.loads(p) for p in self.on(topic)]
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: predicate(self), timeout, step=0.05)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -103,6 +214,7 @@ def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> 
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["mqtt"].update(port=mqtt_port, client_id=f"monitor-test-{mqtt_port}", heartbeat_s=5)
     data["metrics"].update(enabled=bool(metrics_port), port=metrics_port)
+    data["web"]["enabled"] = False  # the bundled port 8099 is not free for every test; tests/test_web*.py turn it on
     data["models"]["person"]["path"] = str(PERSON_MODEL)
     street = data["cameras"]["street"]
     street.update(source=str(CLIP), realtime=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import boxes_of
 
 from monitor.annotate import RED, annotate, zone_colour
 from monitor.frame import Boxes
@@ -11,12 +12,7 @@ ZONE = [[20, 40], [120, 40], [120, 140], [20, 140]]
 
 
 def boxes(*rows) -> Boxes:
-    return Boxes(
-        np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
-        np.array([r[1] for r in rows], np.float32),
-        np.array([r[2] for r in rows], np.int32),
-        np.array([r[3] for r in rows], np.int64),
-    )
+    return boxes_of(rows)
 
 
 def grey(h=200, w=300) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import PERSON_MODEL, ROOT, Broker, write_config
+from safety_support import CLASS_NAMES, ZONES
 from monitor.config import ConfigError, load_config, parse_config
 
 BUNDLED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -62,17 +63,17 @@ BAD_CONFIGS = [
     (
         "zone-reserved-name",
         lambda d: street(d)["zones"].update(counts={"polygon": TRIANGLE}),
-        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "zone-totals-name",
         lambda d: street(d)["zones"].update(totals={"polygon": TRIANGLE}),
-        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "line-reserved-name",
         lambda d: street(d)["lines"].update(status={"points": [[0, 0], [10, 10]]}),
-        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     ("zone-name-with-space", lambda d: street(d)["zones"].update({"front door": {"polygon": TRIANGLE}}), "cameras.street.zones.front door: 'front door' must use only letters, digits, '_' and '-'"),
     ("line-same-points", lambda d: street(d)["lines"]["crossing"].update(points=[[5, 5], [5, 5]]), "cameras.street.lines.crossing.points: the two points must differ"),
@@ -304,3 +305,114 @@ def test_password_reaches_a_real_broker_and_never_the_log(tmp_path, monkeypatch,
         publisher.stop()
         broker.stop()
     assert SECRET not in caplog.text
+
+
+def _config_with(rules: list[dict]) -> dict:
+    return {"models": {"m": {"path": "m.pt"}}, "cameras": {"c": {"source": "x.mp4", "model": "m", "zones": ZONES, "safety": rules}}}
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ([{"rule": "intrusion", "zones": ["dock"]}], "cameras.c.safety.0.zones: unknown zone 'dock' (defined: lot, yard)"),
+        ([{"rule": "intrusion", "zones": ["lot"]}, {"rule": "intrusion", "zones": ["yard"]}], "cameras.c.safety.1.name: duplicate rule name 'intrusion'"),
+        ([{"rule": "occupancy", "zones": ["lot"], "above": 1, "below": 3}], "give exactly one of above, below"),
+        ([{"rule": "person_down", "ambiguous_conf": [0.7, 0.2]}], "ambiguous_conf: needs 0 <= lo < hi <= 1"),
+        ([{"rule": "teleport"}], "cameras.c.safety.0: Input tag 'teleport'"),
+        ([{"rule": "dwell", "zones": ["lot"]}], "max_seconds: required key is missing"),
+    ],
+)
+def test_bad_rules_are_named_by_their_key_path(rules, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(_config_with(rules))
+    assert message in str(error.value)
+
+
+def test_bundled_config_has_the_street_rules():
+    from monitor.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "config.yaml")
+    rules = {rule.key: rule.rule for rule in config.cameras["street"].safety}
+    assert rules == {"lot_intrusion": "intrusion", "person_down": "person_down", "crowding": "occupancy", "lawn_loitering": "dwell", "camera_stale": "stale_camera"}
+    assert config.evidence.dir is not None and config.evidence.max_mb > 0
+
+
+def test_rule_classes_are_checked_against_the_model():
+    from monitor.config import check_model_classes
+
+    config = parse_config(_config_with([{"rule": "intrusion", "zones": ["lot"], "classes": ["person", "Fall", "forklift"]}, {"rule": "person_down", "fall_classes": ["Lying"]}]))
+    config = config.model_copy(update={"models": {"m": config.models["m"].model_copy(update={"aliases": {"Normal": "person", "Fall": "person"}})}})
+    with pytest.raises(ConfigError) as error:
+        check_model_classes(config, {"m": CLASS_NAMES})
+    assert error.value.problems == [
+        "cameras.c.safety.0.classes: unknown class 'forklift' (known: person, Normal, Fall)",
+        "cameras.c.safety.1.fall_classes: unknown class 'Lying' (known: Normal, Fall)",
+    ]
+
+
+# --- web: the operator's page --------------------------------------------------------------------------------
+
+
+def test_the_page_is_off_by_default_and_on_loopback_when_on():
+    config = parse_config({"models": BUNDLED["models"], "cameras": BUNDLED["cameras"]})
+    assert config.web.enabled is False and config.web.host == "127.0.0.1" and config.web.token is None
+    assert load_config(ROOT / "config.yaml").web.enabled is True  # the bundled demo shows it
+
+
+def test_live_view_is_still_read_as_the_old_name_of_web(caplog):
+    data = copy.deepcopy(BUNDLED)
+    del data["web"]
+    data["live_view"] = {"enabled": True, "port": 8123, "refresh_s": 1}
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        config = parse_config(data)
+    assert config.web.enabled and config.web.port == 8123 and config.web.refresh_s == 1
+    assert "live_view: deprecated name of the web section; rename it to web" in caplog.text
+    data["live_view"]["port"] = 70000
+    with pytest.raises(ConfigError, match=r"live_view\.port: Input should be less than or equal to 65535"):
+        parse_config(data)
+    data["web"] = {"enabled": False}
+    with pytest.raises(ConfigError, match="live_view: the old name of web: give only web"):
+        parse_config(data)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "monitor.local"])
+def test_a_non_loopback_bind_without_a_token_is_refused(host):
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = host
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert error.value.problems == [
+        f"web: host {host} is not a loopback address: give token ({{file: web-token}}) or bind 127.0.0.1"
+    ]
+    data["web"]["enabled"] = False
+    assert parse_config(data).web.host == host  # off: nothing listens
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        data["web"].update(enabled=True, host=loopback)
+        assert parse_config(data).web.host == loopback
+
+
+def test_monitor_check_refuses_a_non_loopback_bind_without_a_token(tmp_path):
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = "0.0.0.0"
+    result = monitor_cli("check", "--no-models", "--config", str(write_config(tmp_path, data)))
+    assert result.returncode == 2
+    assert "web: host 0.0.0.0 is not a loopback address" in result.stderr
+
+
+def test_web_token_problems_name_web_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "short").write_text("abc\n")
+    (tmp_path / "good").write_text("0123456789abcdef0123\n")
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = "0.0.0.0"
+    for token, expected in (
+        ({"file": "short"}, "web.token: 3 characters; use at least 16 (openssl rand -hex 16)"),
+        ({"file": "missing"}, f"web.token: cannot read secret file {tmp_path / 'missing'}: No such file or directory"),
+        ({"env": "NO_SUCH_WEB_TOKEN"}, "web.token: environment variable NO_SUCH_WEB_TOKEN is not set"),
+    ):
+        data["web"]["token"] = token
+        with pytest.raises(ConfigError) as error:
+            parse_config(data).web.reveal_token()
+        assert error.value.problems == [expected]
+    data["web"]["token"] = {"file": "good"}
+    assert parse_config(data).web.reveal_token() == "0123456789abcdef0123"

@@ -1,5 +1,6 @@
 """The package's shape: no import cycles (function-level imports included), lower layers never import higher
-ones, the daemon never loads the offline tools, and no daemon module grows past 600 lines."""
+ones, the daemon never loads the offline tools, no daemon module grows past 600 lines, and the tests mirror the
+modules."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "monitor"
+TESTS = ROOT / "tests"
 MAX_LINES = 600
 ONE_IDEA_EXCEPTIONS = {"monitor.tools.icegen"}  # the scene generator: one idea, allowed to be long
+UNTESTED_ALONE = {"monitor.__main__", "monitor.publishing.message"}  # the entry point; a plain dataclass
+TESTED_AS_A_PACKAGE = {"monitor.config": "test_config.py"}  # config.yaml is validated as a whole
 
 # The frame's journey, bottom to top: a module may import its own layer or lower ones, never higher ones.
 LAYERS = [
@@ -23,7 +27,7 @@ LAYERS = [
      "monitor.annotate", "monitor.evidence", "monitor.metrics", "monitor.publishing"],
     ["monitor.safety"],
     ["monitor.escalation"],
-    ["monitor.liveview", "monitor.pipeline"],
+    ["monitor.web", "monitor.pipeline"],
     ["monitor.service"],
     ["monitor.cli", "monitor.__main__", "monitor.tools"],
 ]
@@ -141,7 +145,7 @@ def test_daemon_modules_stay_short(name):
     assert lines <= MAX_LINES, f"{name} has {lines} lines: split it along its seams"
 
 
-def test_the_wheel_carries_every_subpackage(tmp_path):
+def test_the_wheel_carries_every_subpackage_and_the_page(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True,
@@ -151,4 +155,19 @@ def test_the_wheel_carries_every_subpackage(tmp_path):
 
     packed = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("monitor/")}
     expected = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py")}
-    assert expected - packed == set()
+    page = {str(path.relative_to(ROOT)) for path in (PACKAGE / "web" / "static").iterdir()}
+    assert {"monitor/web/static/index.html", "monitor/web/static/app.js", "monitor/web/static/style.css"} <= page
+    assert (expected | page) - packed == set()
+
+
+def mirror_test_of(module: str) -> str:
+    """``monitor.escalation.limits`` -> ``test_escalation_limits.py``."""
+    package = next((p for p in TESTED_AS_A_PACKAGE if module.startswith(p + ".")), None)
+    return TESTED_AS_A_PACKAGE[package] if package else "test_" + "_".join(module.split(".")[1:]) + ".py"
+
+
+def test_every_module_has_its_own_test_file():
+    modules = [name for name, path in all_modules().items() if path.name != "__init__.py" and name not in UNTESTED_ALONE]
+    assert mirror_test_of("monitor.escalation.limits") == "test_escalation_limits.py"
+    assert mirror_test_of("monitor.config.rules") == "test_config.py"
+    assert [f"{name}: tests/{mirror_test_of(name)}" for name in modules if not (TESTS / mirror_test_of(name)).is_file()] == []

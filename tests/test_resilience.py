@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MOSQUITTO, ROOT, Broker, free_port, street_config, wait_for_port, write_config
+from conftest import MOSQUITTO, ROOT, Broker, free_port, street_config, wait_for_port, wait_until, write_config
 
 from monitor.capture import valid_image
 from monitor.config import MqttConfig, SecretSource, TlsConfig, load_config
@@ -33,15 +33,6 @@ def small_config(port: int, **camera) -> dict:
 
 def sample(monitor: Monitor, name: str, **labels) -> float | None:
     return monitor.metrics.registry.get_sample_value(name, labels)
-
-
-def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def dedupe_by_seq(messages: list[dict]) -> dict[int, dict]:

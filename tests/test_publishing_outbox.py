@@ -7,30 +7,11 @@ import time
 
 import pytest
 from conftest import Broker
+from publishing_support import RecordingEvents, counts_payload
 
 from monitor.config import MqttConfig, OutboxConfig
 from monitor.publishing.outbox import COUNT, EVENT, STATE, Outbox, classify
 from monitor.publishing import Message, Publisher
-
-
-class RecordingEvents:
-    def __init__(self):
-        self.dropped: dict[str, int] = {}
-        self.full: list[bool] = []
-        self.errors = 0
-
-    def outbox_dropped(self, kind, n):
-        self.dropped[kind] = self.dropped.get(kind, 0) + n
-
-    def outbox_error(self):
-        self.errors += 1
-
-    def outbox_full(self, full):
-        self.full.append(full)
-
-
-def counts_payload(camera: str, seq: int) -> str:
-    return json.dumps({"camera": camera, "seq": seq, "ts": "2026-01-01T00:00:00.000Z", "zones": {}, "totals": {}})
 
 
 def test_classify_by_topic():

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.cli import main as cli_main
 from monitor.tools import icegen
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -255,11 +254,3 @@ def test_dataset_loads_with_ultralytics(tmp_path, monkeypatch):
     data = data_utils.check_det_dataset(str(yaml_path))
     assert data["names"] == {0: "ice_bag"} and data["nc"] == 1
     assert Path(data["train"]).is_dir() and Path(data["val"]).is_dir()
-
-
-def test_cli_writes_dataset_and_clip(tmp_path):
-    assert cli_main(["generate", "dataset", str(tmp_path / "ds"), "--train", "2", "--val", "1", "--imgsz", "160"]) == 0
-    assert (tmp_path / "ds" / "data.yaml").exists()
-    assert len(list((tmp_path / "ds" / "images" / "train").glob("*.jpg"))) == 2
-    assert cli_main(["generate", "clip", str(tmp_path / "c.avi"), "--frames", "4", "--seed", "3"]) == 0
-    assert len(json.loads((tmp_path / "c.json").read_text())["frames"]) == 4

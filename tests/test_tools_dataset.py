@@ -1,65 +1,21 @@
-"""The learning loop: escalated frames saved with real detector boxes and the model's answer, bounded on disk,
-exported by ``monitor dataset export`` as a YOLO dataset that Ultralytics loads and trains on."""
+"""``monitor dataset export``: the saved escalated frames as a YOLO dataset that Ultralytics loads and trains on,
+with labels that follow the model's answer."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import street_config, write_config
+from escalation_support import brief, save_frame
 
 from monitor.cli import main
-from monitor.config import DatasetConfig, parse_config
 from monitor.common import ALL_ZONES
-from monitor.detection import Detector
-from monitor.escalation import Ambiguity, CameraBrief, Candidate, EscalationOutcome, ModelAnswer, build_request
+from monitor.config import DatasetConfig
 from monitor.escalation.records import DatasetWriter
 from monitor.tools.dataset import frame_labels
-from monitor.frame import CapturedFrame, FrameResult
-from conftest import street_config, write_config
-
-FRAMES = (0, 40, 80, 120, 160, 200)
-
-
-@pytest.fixture(scope="module")
-def detected(clip, person_model):
-    """Six clip frames with the real detector's boxes."""
-    import torch
-
-    torch.set_num_threads(1)
-    data = street_config(1883)
-    data["models"]["person"].update(warmup=False)
-    app = parse_config(data)
-    detector = Detector("person", app.models["person"])
-    capture = cv2.VideoCapture(str(clip))
-    out = []
-    for index in range(max(FRAMES) + 1):
-        ok, image = capture.read()
-        assert ok
-        if index in FRAMES:
-            out.append((index, image, detector.predict([image])[0]))
-    capture.release()
-    return app, detector, out
-
-
-def brief(app, detector) -> CameraBrief:
-    camera = app.cameras["street"]
-    zones = {name: {"polygon": z.polygon, "description": "", "labels": ["person"]} for name, z in camera.zones.items()}
-    return CameraBrief("street", camera.description, zones, ["person"], {"person": ["Normal", "Fall"]}, detector.class_names, camera.escalation)
-
-
-def save_frame(writer, detector, brief_, index, image, boxes, totals_delta=0, events=None, verdicts=None):
-    passing = detector.thresholds.passing(boxes)
-    objects = boxes.select(passing)
-    result = FrameResult(CapturedFrame("street", index, image, time.time() + index, time.monotonic()), detector.labels)
-    result.detections, result.objects = boxes, objects
-    result.counts = {ALL_ZONES: {"person": len(objects)}}
-    request = build_request(brief_, Candidate.of(Ambiguity(0.7, "grey_band"), result, events or []), lambda outcome: None)
-    answer = ModelAnswer({ALL_ZONES: {"person": len(objects) + totals_delta}}, verdicts or [], "people on a street")
-    return writer.save(request, image, EscalationOutcome(request, "ok", answer))
 
 
 def test_saved_frames_export_as_a_yolo_dataset_that_ultralytics_loads_and_trains(detected, tmp_path, monkeypatch):
@@ -136,21 +92,6 @@ def test_labels_follow_the_model_answer(detected):
     assert agrees and labels[-1]["xyxy"] == [70.0, 490.0, 160.0, 530.0]
     record["answer"]["counts"][ALL_ZONES]["person"] = len(objects) + 2
     assert frame_labels(record)[1] is False
-
-
-def test_the_saved_frames_stay_within_max_mb(detected, tmp_path):
-    app, detector, frames = detected
-    writer = DatasetWriter(DatasetConfig(dir=tmp_path / "escalated", max_mb=0.25))
-    b = brief(app, detector)
-    saved = [save_frame(writer, detector, b, index, image, boxes) for index, image, boxes in frames]
-    kept = sorted((tmp_path / "escalated" / "street").glob("*.jpg"))
-    on_disk = sum(f.stat().st_size for f in (tmp_path / "escalated").rglob("*") if f.is_file())
-    assert on_disk <= 0.25 * 1024 * 1024 and writer.size_bytes == on_disk
-    assert 1 <= len(kept) < len(saved) and kept == sorted(saved)[-len(kept):]  # the newest are kept
-    assert all(f.with_suffix(".json").exists() for f in kept)
-    # a restarted writer finds what is there and keeps the bound
-    again = DatasetWriter(DatasetConfig(dir=tmp_path / "escalated", max_mb=0.25))
-    assert again.size_bytes == on_disk
 
 
 def test_export_without_a_dataset_dir_is_a_config_error(tmp_path, capsys):

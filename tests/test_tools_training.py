@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, Broker, write_config
+from conftest import ROOT, Broker, wait_until, write_config
 from fake_openai import FakeOpenAI
 from test_ice_model import no_network, one_thread  # noqa: F401  (fixtures)
 
@@ -23,13 +22,6 @@ from monitor.config import load_config
 from monitor.pipeline import Monitor
 
 MODEL = ROOT / "models" / "ice-bags.pt"
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.1)
-    return predicate()
 EXAMPLE = ROOT / "examples" / "ice-store.yaml"
 
 
