@@ -8,12 +8,11 @@ import logging
 import threading
 import time
 
-import cv2
-import numpy as np
 import pytest
-from conftest import cut_clip, free_port, street_config, write_config
+from conftest import cut_clip, free_port, street_config, wait_until, write_config
+from detection_support import model_config, same_boxes
 from test_service import FakeSystemd
-from triton_fixtures import CLIENT_IMGSZ, EXPORT_IMGSZ, MAX_BATCH, start_server, triton_model, write_python_repository
+from triton_fixtures import EXPORT_IMGSZ, MAX_BATCH, start_server, triton_model, write_python_repository
 
 from bench.triton import TritonServer
 from monitor.cli import main as monitor_main
@@ -21,7 +20,6 @@ from monitor.config import ConfigError, ModelConfig, load_config, parse_config
 from monitor.detection import Detector, ModelLoadError, build_detector
 from monitor.detection.engines import cached_path
 from monitor.detection.triton import TritonError, describe
-from monitor.frame import Boxes
 from monitor.metrics import Metrics
 from monitor.pipeline import Monitor
 from monitor.service import Notifier, Service
@@ -38,19 +36,10 @@ def repository(tmp_path_factory, person_model):
 
 
 @pytest.fixture(scope="module")
-def server(repository, tmp_path_factory):
+def triton(repository, tmp_path_factory):
     server = start_server(repository, tmp_path_factory.mktemp("triton"))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def frames(clip) -> list[np.ndarray]:
-    """Frames 0, 100, 200 and 300 of the street clip (2 to 9 people each)."""
-    capture = cv2.VideoCapture(str(clip))
-    images = [capture.read()[1] for _ in range(301)]
-    capture.release()
-    return images[::100]
 
 
 @pytest.fixture(scope="module")
@@ -62,33 +51,23 @@ def served(url: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**triton_model(url), "warmup": False, **overrides})
 
 
-def same_boxes(a: Boxes, b: Boxes, atol: float) -> bool:
-    return (
-        len(a) == len(b)
-        and np.array_equal(a.class_id, b.class_id)
-        and np.allclose(a.xyxy, b.xyxy, atol=atol)
-        and np.allclose(a.conf, b.conf, atol=atol)
-    )
-
-
 # --- the same boxes as the local model ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
-def test_boxes_through_triton_equal_the_local_model(server, frames, person_model, scheme):
-    remote = build_detector("person", served(server.grpc_url if scheme == "grpc" else server.http_url))
+def test_boxes_through_triton_equal_the_local_model(triton, frames, detector, person_model, scheme):
+    remote = build_detector("person", served(triton.grpc_url if scheme == "grpc" else triton.http_url))
     assert remote.class_names == ["Normal", "Fall"] and remote.labels == ["person", "person"]  # from the server's config
     # the local model: the same ONNX export, run by ONNX Runtime here, with the float input the graph on the server builds
-    export = cached_path(person_model, "onnx", "any", EXPORT_IMGSZ, MAX_BATCH, False)
-    local = Detector("person", ModelConfig(path=export, device="cpu", imgsz=CLIENT_IMGSZ, conf=0.35, class_conf={"Fall": 0.6}))
-    pytorch = Detector("person", ModelConfig(path=person_model, device="cpu", imgsz=CLIENT_IMGSZ, conf=0.35, class_conf={"Fall": 0.6}))
-    through_triton = remote.predict(frames)  # one request of four frames
-    for remote_boxes, local_boxes, pytorch_boxes in zip(through_triton, local.predict(frames), pytorch.predict(frames)):
+    local = Detector("person", model_config(cached_path(person_model, "onnx", "any", EXPORT_IMGSZ, MAX_BATCH, False)))
+    images = list(frames.values())
+    through_triton = remote.predict(images)  # one request of four frames
+    for remote_boxes, local_boxes, pytorch_boxes in zip(through_triton, local.predict(images), detector.predict(images)):
         assert len(local_boxes) >= 2
         assert same_boxes(remote_boxes, local_boxes, atol=1e-3)
         assert same_boxes(remote_boxes, pytorch_boxes, atol=1.0)  # ONNX Runtime vs PyTorch: within a pixel
     height, width = 256, 320  # 768x576 into 320: 320x240, padded to the stride (the minimum rectangle, as locally)
-    assert remote.server.sent_bytes == len(frames) * height * width * 3  # uint8 pixels, not 4-byte floats
+    assert remote.server.sent_bytes == len(images) * height * width * 3  # uint8 pixels, not 4-byte floats
 
 
 # --- start-up ----------------------------------------------------------------------------------
@@ -121,17 +100,17 @@ def test_triton_down_at_start_names_the_url_and_model(tmp_path, capsys, segment)
     assert f"models.person.triton: no Triton server answers at {url} (for model 'person-fall')" in capsys.readouterr().err
 
 
-def test_a_model_that_is_not_ready_is_a_clear_error(server):
+def test_a_model_that_is_not_ready_is_a_clear_error(triton):
     with pytest.raises(ModelLoadError) as error:
-        build_detector("person", served(server.grpc_url, triton={"url": server.grpc_url, "model": "person-nope"}))
+        build_detector("person", served(triton.grpc_url, triton={"url": triton.grpc_url, "model": "person-nope"}))
     message = str(error.value)
-    assert message.startswith(f"models.person.triton: {server.grpc_url} model 'person-nope' is not ready; the server has:")
+    assert message.startswith(f"models.person.triton: {triton.grpc_url} model 'person-nope' is not ready; the server has:")
     assert "person-fall 1 READY" in message and "person-slow 1 READY" in message
 
 
-def test_max_batch_above_the_served_models_is_a_clear_error(server):
-    with pytest.raises(ModelLoadError, match=rf"^models\.person\.max_batch: 32 is more than the max_batch_size 16 of {server.http_url} model 'person-fall'"):
-        build_detector("person", served(server.http_url, max_batch=32))
+def test_max_batch_above_the_served_models_is_a_clear_error(triton):
+    with pytest.raises(ModelLoadError, match=rf"^models\.person\.max_batch: 32 is more than the max_batch_size 16 of {triton.http_url} model 'person-fall'"):
+        build_detector("person", served(triton.http_url, max_batch=32))
 
 
 def test_a_model_without_uint8_nhwc_input_is_refused():
@@ -167,9 +146,9 @@ def test_wait_at_start_waits_for_the_server(repository, tmp_path, caplog):
 # --- a slow server: the newest frame wins, nothing queues ----------------------------------------
 
 
-def test_a_slow_server_drops_frames_never_builds_a_backlog(server, broker, segment):
+def test_a_slow_server_drops_frames_never_builds_a_backlog(triton, broker, segment):
     data = street_config(broker.port, source=str(segment), realtime=True, loop=True, fps=10, safety=[])
-    data["models"]["person"] = triton_model(server.grpc_url, model="person-slow")
+    data["models"]["person"] = triton_model(triton.grpc_url, model="person-slow")
     monitor = Monitor(parse_config(data), Metrics())
     get = monitor.metrics.registry.get_sample_value
     monitor.start()
@@ -185,22 +164,13 @@ def test_a_slow_server_drops_frames_never_builds_a_backlog(server, broker, segme
     assert get("monitor_inference_errors_total", {"model": "person"}) == 0
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 # --- the server killed and restarted under a running service ------------------------------------
 
 
-def test_triton_killed_and_restarted_mid_run(server, broker, segment, subscriber_factory, tmp_path, monkeypatch):
+def test_triton_killed_and_restarted_mid_run(triton, broker, segment, subscriber_factory, tmp_path, monkeypatch):
     data = street_config(broker.port, source=str(segment), realtime=True, loop=True, fps=5, safety=[])
     data["cameras"]["street2"] = data["cameras"]["street"]
-    data["models"]["person"] = triton_model(server.grpc_url, timeout_s=1)
+    data["models"]["person"] = triton_model(triton.grpc_url, timeout_s=1)
     data["service"] = {"watchdog_stall_s": 3}
     config = load_config(write_config(tmp_path, data))
     systemd = FakeSystemd(tmp_path / "notify.sock")
@@ -217,7 +187,7 @@ def test_triton_killed_and_restarted_mid_run(server, broker, segment, subscriber
         processed = lambda camera: value("monitor_frames_total", camera=camera, stage="processed")  # noqa: E731
         assert wait_until(lambda: all(processed(c) >= 5 for c in cameras), 60)
 
-        server.kill()
+        triton.kill()
         killed_at = time.monotonic()
         assert wait_until(lambda: all(value("monitor_camera_stale", camera=c) == 1 for c in cameras), 30)
         assert wait_until(lambda: all(any(m.get("stale") for m in subscriber.json_on(f"monitor/{c}/counts")) for c in cameras), 30)
@@ -232,7 +202,7 @@ def test_triton_killed_and_restarted_mid_run(server, broker, segment, subscriber
         assert systemd.lines("STATUS=stalled") == []
         processed_during = {c: processed(c) for c in cameras}
 
-        server.start()
+        triton.start()
         assert wait_until(lambda: all(value("monitor_camera_stale", camera=c) == 0 for c in cameras), 60)
         assert wait_until(lambda: all(processed(c) >= processed_during[c] + 5 for c in cameras), 60)
         for camera in cameras:
@@ -245,5 +215,5 @@ def test_triton_killed_and_restarted_mid_run(server, broker, segment, subscriber
         service.stop_requested.set()
         runner.join(60)
         systemd.close()
-        if server.process.poll() is not None:
-            server.start()
+        if triton.process.poll() is not None:
+            triton.start()
