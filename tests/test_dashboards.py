@@ -128,7 +128,7 @@ def test_escalation_panels_and_the_enabled_stat():
     escalation = [p for p in panels.values() if any(feature_of(t["expr"]) == "escalation" for t in p["targets"])]
     assert len(escalation) == 5 and all(no_value_text(p) == "escalation off" for p in escalation)
     stat = panels["Escalation"]
-    assert [t["expr"] for t in stat["targets"]] == ["max(monitor_escalation_enabled)"]
+    assert [t["expr"] for t in stat["targets"]] == ['max(monitor_escalation_enabled{host=~"$host"})']
     (mapping,) = stat["fieldConfig"]["defaults"]["mappings"]
     assert mapping["options"]["0"]["text"] == "escalation off"
 
