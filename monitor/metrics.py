@@ -70,6 +70,9 @@ class Metrics:
             "monitor_outbox_corrupt", "Corrupt outbox files moved aside (and a fresh outbox started)", registry=r
         )
         self.gpu_fallbacks = Counter("monitor_gpu_fallbacks", "Models moved to the CPU after a CUDA error", ["model"], registry=r)
+        self.inference_errors = Counter(
+            "monitor_inference_errors", "Batches whose inference failed (the model, or the server serving it)", ["model"], registry=r
+        )
         self.safety_events = Counter("monitor_safety_events", "Safety events started", ["camera", "rule"], registry=r)
         self.safety_active = Gauge("monitor_safety_events_active", "Safety events active now", ["camera", "rule"], registry=r)
 
@@ -110,6 +113,12 @@ class Metrics:
     def inference_done(self, model: str, seconds: float, batch_size: int) -> None:
         self.inference_seconds.labels(model).observe(seconds)
         self.inference_batch.labels(model).observe(batch_size)
+
+    def register_model(self, model: str) -> None:
+        self.inference_errors.labels(model)
+
+    def inference_failed(self, model: str) -> None:
+        self.inference_errors.labels(model).inc()
 
     def frame_processed(self, camera: str, latency_s: float) -> None:
         self.frames.labels(camera, "processed").inc()

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from monitor.capture import CameraReader, CameraState
 from monitor.config import AppConfig, CameraConfig, ConfigError, check_model_classes
 from monitor.counting import CountSmoother, raw_counts, zone_labels
-from monitor.detection.detector import Detector, load_detectors
-from monitor.detection.worker import InferenceWorker
+from monitor.detection.detector import Detector
+from monitor.detection.loading import load_detectors
+from monitor.detection.worker import InferenceFailed, InferenceWorker
 from monitor.escalation.camera import CameraEscalation, build_camera_escalation
 from monitor.escalation.service import build_service
 from monitor.evidence import EvidenceStore
@@ -97,6 +98,7 @@ class CameraLoop:
         self._last_inferred: FrameResult | None = None  # what a frame without motion reuses
         self.topics = CountsTopics(app.mqtt, name, sequences.stream(name, COUNTS, store))
         self._stale = False
+        self._inference_failing = False  # the model (or its server) fails: frames come, counts cannot be made
         self.zone_labels = zone_labels(config, detector.label_set)
         self.last_result: FrameResult | None = None
         self.last_progress = time.monotonic()
@@ -137,9 +139,13 @@ class CameraLoop:
                 self._check_geometry(frame.image.shape[1], frame.image.shape[0])
             try:
                 result = self.process(FrameResult(frame, self.labels))
-            except Exception:  # a bad frame or a failed inference must not end the camera
+            except InferenceFailed:  # the worker logs it, once per outage
+                self._set_inference_failing(True)
+                continue
+            except Exception:  # a bad frame must not end the camera
                 log.exception("camera %s: frame %d failed", self.name, frame.index)
                 continue
+            self._set_inference_failing(False)
             self.last_result = result
             self._log_interval()
 
@@ -193,9 +199,15 @@ class CameraLoop:
             self._last_inferred = result
         result.objects = self.tracker.update(result.detections, result.frame.image)
 
+    def _set_inference_failing(self, failing: bool) -> None:
+        if failing != self._inference_failing:
+            self._inference_failing = failing
+            self._update_stale(got_frame=True)
+
     def _update_stale(self, got_frame: bool) -> None:
-        """No frames: say so (``"stale": true`` in the counts, monitor_camera_stale) instead of freezing old counts."""
-        stale = not got_frame and self.reader.is_stale()
+        """No frames, or no inference: say so (``"stale": true`` in the counts, monitor_camera_stale) instead of
+        freezing old counts."""
+        stale = self._inference_failing or (not got_frame and self.reader.is_stale())
         if stale == self._stale:
             if stale and self.last_result and time.monotonic() - self._last_publish >= self.heartbeat_s:
                 self._publish_stale()
@@ -203,7 +215,7 @@ class CameraLoop:
         self._stale = stale
         self.metrics.camera_stale_state(self.name, stale)
         if stale:
-            log.warning("camera %s: no frames; its counts are stale", self.name)
+            log.warning("camera %s: %s; its counts are stale", self.name, "inference failing" if self._inference_failing else "no frames")
             if self.last_result:
                 self._publish_stale()
         else:
@@ -306,6 +318,8 @@ class Monitor:
         warn_if_legacy_layout(self.config.mqtt)
         self.metrics.build(self.device)
         self.metrics.mqtt_state(False)
+        for name in self.detectors:
+            self.metrics.register_model(name)
         for name, camera in self.config.cameras.items():
             self.metrics.register_camera(name, camera.fps)
             self.metrics.register_safety(name, [rule.key for rule in camera.safety])

@@ -20,6 +20,7 @@ from monitor.config.app import (
     OutboxConfig,
     ServiceConfig,
     TlsConfig,
+    TritonConfig,
     default_state_dir,
 )
 from monitor.config.base import ConfigError, LocatedError, SecretSource, Strict
@@ -50,6 +51,7 @@ __all__ = [
     "DwellRule", "EscalationConfig", "EscalationThresholds", "EvidenceConfig", "HomeAssistantConfig", "IntrusionRule",
     "LineConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
-    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "WebConfig", "ZoneConfig",
+    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "TritonConfig",
+    "WebConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "load_config", "model_labels", "parse_config",
 ]

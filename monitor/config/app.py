@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
@@ -87,8 +88,31 @@ class MetricsConfig(Strict):
 # --- models ---------------------------------------------------------------------------------
 
 
+class TritonConfig(Strict):
+    """A model served by an NVIDIA Triton Inference Server (monitor/detection/triton.py), instead of a local file."""
+
+    url: str = Field(description="grpc://host:8001 or http://host:8000")
+    model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the model's name in Triton's repository")
+    version: int | None = Field(None, ge=1, description="default: the version the server's policy picks")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="one request's deadline (also for reaching the server)")
+    wait_at_start: bool = Field(False, description="server or model not ready at start: wait for it (default: an error)")
+
+    @field_validator("url")
+    @classmethod
+    def _grpc_or_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("grpc", "http") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise ValueError(f"expected grpc://host:port or http://host:port, got {value!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {value!r}") from None
+        return value
+
+
 class ModelConfig(Strict):
-    path: Path
+    path: Path | None = Field(None, description="a local model file; or triton")
+    triton: TritonConfig | None = Field(None, description="a model on a Triton Inference Server; or path")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+|mps)$")
     half: bool | None = Field(None, description="FP16 inference; default: on for CUDA, off for CPU")
     imgsz: int = Field(640, ge=32, le=4096)
@@ -105,6 +129,14 @@ class ModelConfig(Strict):
         "none", description="run an export of the model, built once and cached next to it (none: the file as given)"
     )
     threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads for CPU inference; default: Ultralytics' (cores - 1, at most 8)")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ModelConfig:
+        if self.path is None and self.triton is None:
+            raise LocatedError(("path",), "required key is missing (a model file, or triton: a model on a Triton server)")
+        if self.path is not None and self.triton is not None:
+            raise LocatedError(("triton",), "give path (a local model) or triton (a served one), not both")
+        return self
 
     @field_validator("imgsz")
     @classmethod

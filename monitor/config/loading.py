@@ -128,7 +128,8 @@ def _message(error: dict) -> str:
 def _resolve_paths(config: AppConfig, base_dir: Path) -> AppConfig:
     """Model paths, file sources, state and TLS files are relative to the config file's folder."""
     models = {
-        name: model.model_copy(update={"path": _relative_to(base_dir, model.path)}) for name, model in config.models.items()
+        name: model.model_copy(update={"path": _relative_to(base_dir, model.path) if model.path else None})
+        for name, model in config.models.items()
     }
     cameras = {name: camera.model_copy(update={"source": _source_path(base_dir, camera.source)}) for name, camera in config.cameras.items()}
     state_dir = _relative_to(base_dir, config.state_dir)
