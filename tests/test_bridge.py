@@ -92,7 +92,7 @@ def test_every_seq_reaches_the_central_broker_in_order_across_restarts(tmp_path,
         time.sleep(3)
         central.stop()  # and restarts once more before the consumer is back
         central.start()
-        produced_while_away = monitor.loops["street"].topics.seq
+        produced_while_away = monitor.loops["street"].topics.sequence.current()[1]
         consumer()
         wait_beyond(produced_while_away + 3)
     finally:

@@ -94,4 +94,6 @@ def test_read_gives_only_the_stores_own_snapshots_by_bare_name(tmp_path):
     for name in ("../secret", "link", "later", "street-lot_intrusion-0a1b.jpg", "", "a/b", "missing"):
         assert store.read(name) is None, name
     assert noise_jpeg_store(folder, max_mb=10).read("link") is None  # found by a fresh scan: still never followed
-    assert noise_jpeg_store(folder, max_mb=10).read("later") == b"written by someone else"  # found at start: the store's
+    assert noise_jpeg_store(folder, max_mb=10).read("later") is None  # found at start but unmarked: not ours
+    earlier = noise_jpeg_store(folder, max_mb=10).save("earlier-run", np.zeros((10, 10, 3), np.uint8))
+    assert noise_jpeg_store(folder, max_mb=10).read("earlier-run") == earlier.read_bytes()  # an earlier run's: ours
