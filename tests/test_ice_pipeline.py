@@ -120,7 +120,12 @@ def test_published_counts_are_the_pipeline_counts(held_out):
 
 
 def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
-    config = load_config(EXAMPLE)
+    checkout = tmp_path / "checkout"  # the example in its place, after `monitor generate clip data/ice-store.avi`
+    (checkout / "examples").mkdir(parents=True)
+    (checkout / "models").symlink_to(ROOT / "models")
+    icegen.write_clip(checkout / "data" / "ice-store.avi", seed=6, n_frames=2, fps=1)
+    (checkout / "examples" / "ice-store.yaml").write_text(EXAMPLE.read_text())
+    config = load_config(checkout / "examples" / "ice-store.yaml")
     store = config.cameras["store"]
     assert set(store.zones) == {"cart", "floor", "storage"}
     expected = icegen.scene_zones(640, 480)
@@ -136,7 +141,7 @@ def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
     data["state_dir"] = str(tmp_path / "state")
     data["escalation"]["dataset"]["dir"] = str(tmp_path / "escalations")
     data["models"]["bags"]["path"] = str(MODEL)
-    data["cameras"]["store"]["source"] = str(ROOT / "data" / "ice-store.avi")
+    data["cameras"]["store"]["source"] = str(checkout / "data" / "ice-store.avi")
     assert main(["check", "--config", str(write_config(tmp_path, data))]) == 0
     assert "OK (1 cameras, 1 models)" in capsys.readouterr().out
 
