@@ -1,6 +1,6 @@
 """Drawing helpers: zones, boxes with labels and track ids, counts and a title banner on a copy of a frame.
 
-Used for safety evidence snapshots, ``monitor snapshot`` and the live view; nothing here changes the
+Used for safety evidence snapshots, ``monitor snapshot`` and the operator's page; nothing here changes the
 frame it is given.
 """
 

@@ -1,7 +1,8 @@
 """Command line: every ``monitor`` command and its arguments, how it reports errors, and its exit code.
 
 Daemon: ``run``, ``check``. Setting up and offline work (``monitor.tools``, imported only by the command that
-uses them): ``snapshot``, ``dataset export|import``, ``train``, ``evaluate``, ``generate dataset|clip``.
+uses them): ``snapshot``, ``clear-retained``, ``dataset export|import``, ``train``, ``evaluate``,
+``generate dataset|clip``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--out", "-o", default=None, help="JPEG to write (default: snapshot-<camera>.jpg)")
     snapshot.add_argument("--skip", type=int, default=0, help="frames to skip first (file sources: seek into the clip)")
     snapshot.add_argument("--grid", type=int, default=0, help="draw a coordinate grid every N pixels")
+
+    clear = commands.add_parser(
+        "clear-retained", help="empty the retained MQTT topics (both layouts) and discovery configs of renamed or removed cameras"
+    )
+    clear.add_argument("--config", "-c", default="config.yaml", help="for the broker, the prefix and the discovery prefix")
+    which = clear.add_mutually_exclusive_group(required=True)
+    which.add_argument("--camera", action="append", help="a camera name (repeatable)")
+    which.add_argument("--removed", action="store_true", help="every camera with retained topics that the config no longer has")
+    clear.add_argument("--dry-run", action="store_true", help="only list what would be cleared")
+    clear.add_argument("--force", action="store_true", help="also a camera whose status is online")
 
     add_dataset_commands(commands)
     add_training_commands(commands)
@@ -109,7 +120,7 @@ def add_generate_commands(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {
-        "run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "dataset": cmd_dataset,
+        "run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "clear-retained": cmd_clear_retained, "dataset": cmd_dataset,
         "train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
     }
     return handlers[args.command](args)
@@ -185,6 +196,33 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     print("\n".join(describe(config, args.camera, snapshot)))
     print(f"wrote {out}")
     return 0
+
+
+def cmd_clear_retained(args: argparse.Namespace) -> int:
+    """Exit 0 done (or nothing to clear), 1 broker unreachable or a camera refused, 2 config problem."""
+    setup_logging("WARNING")
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        return report_config_error(args.config, error)
+    from monitor.tools.retained import BrokerError, clear_cameras, removed_cameras
+
+    try:
+        cameras = removed_cameras(config) if args.removed else args.camera
+        report = clear_cameras(config, cameras, dry_run=args.dry_run, force=args.force)
+    except BrokerError as error:
+        print(f"clear-retained: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "would clear" if args.dry_run else "cleared"
+    if not cameras:
+        print("no removed cameras have retained topics")
+    for camera, topics in report.cleared.items():
+        for topic in topics:
+            print(f"{verb} {topic}")
+        print(f"camera {camera}: {verb} {len(topics)} retained topic{'s' if len(topics) != 1 else ''}")
+    for camera, why in report.refused.items():
+        print(f"camera {camera}: not cleared: {why} (--force to clear anyway)", file=sys.stderr)
+    return EXIT_FAILED if report.refused else 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:

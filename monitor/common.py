@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 ALL_ZONES = "_all"  # the whole image, the key of a camera's totals in every Counts
-TOTALS_TOPIC = "totals"  # <prefix>/<camera>/totals/<class>
-RESERVED_TOPIC_NAMES = frozenset({"counts", "events", "escalations", "status", TOTALS_TOPIC})
+TOTALS_TOPIC = "totals"  # <prefix>/<camera>/totals/<class> (the deprecated legacy layout of the bare values)
+TOTAL_ZONE_TOPIC = "_total"  # <prefix>/<camera>/count/_total/<class>
+RESERVED_TOPIC_NAMES = frozenset({"counts", "events", "escalations", "status", TOTALS_TOPIC, TOTAL_ZONE_TOPIC})
 
 
 def iso_utc(wall_time: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -23,6 +24,7 @@ from monitor.config import EvidenceConfig
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jpg"
+NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")  # event ids: camera, rule and a hex suffix; never a path
 
 
 @dataclass
@@ -63,6 +65,21 @@ class EvidenceStore:
         """Apply the bounds now (at start-up: files from earlier runs may have aged out)."""
         with self._lock:
             self._prune(self._index(), keep=Path())
+
+    def read(self, name: str) -> bytes | None:
+        """The snapshot ``<name>.jpg`` if this store holds it, else None: a bare name (no path, no link followed)."""
+        if not NAME.fullmatch(name):
+            return None
+        path = self.dir / f"{name}{SUFFIX}"
+        with self._lock:
+            if not any(f.path == path for f in self._index()):
+                return None
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(handle, "rb") as file:
+            return file.read()
 
     def total_bytes(self) -> int:
         with self._lock:

@@ -1,10 +1,13 @@
 """Metrics: health and work figures as Prometheus metrics, on their own registry (no global state).
 
 Label values come only from the configuration (camera, zone, model and class names) and from small
-fixed sets (stage, result), so cardinality is bounded by the config.
+fixed sets (stage, result), so cardinality is bounded by the config. A feature that is off exports nothing
+of its own: the escalation service's gauges appear when it starts (``monitor_escalation_enabled`` says which).
 """
 
 from __future__ import annotations
+
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -46,8 +49,12 @@ class Metrics:
             buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120), registry=r,
         )
         self.escalation_cost = Counter("monitor_escalation_cost", "Estimated money spent on escalations", ["camera"], registry=r)
-        self.escalation_budget = Gauge("monitor_escalation_budget_remaining", "Estimated money left today", registry=r)
-        self.escalation_circuit = Gauge("monitor_escalation_circuit_open", "1 while failures keep escalation off", registry=r)
+        self.escalation_enabled = Gauge("monitor_escalation_enabled", "1 while escalation runs, 0 when it is off", registry=r)
+        # registered by the first escalation_state: with escalation off, a budget of 0 would read as "spent"
+        self.escalation_budget = Gauge("monitor_escalation_budget_remaining", "Estimated money left today", registry=None)
+        self.escalation_circuit = Gauge("monitor_escalation_circuit_open", "1 while failures keep escalation off", registry=None)
+        self._escalation_registered = False
+        self._escalation_lock = threading.Lock()  # escalation workers report from their own threads
         self.count_disagreements = Counter(
             "monitor_count_disagreement", "Escalations whose model counts differ from the detector's", ["camera"], registry=r
         )
@@ -105,6 +112,10 @@ class Metrics:
         self.frames.labels(camera, "processed").inc()
         self.latency.labels(camera).observe(latency_s)
 
+    def processed_frames(self, camera: str) -> float:
+        """The camera's ``monitor_frames_total{stage="processed"}`` so far (the operator's page takes its fps from it)."""
+        return self.registry.get_sample_value("monitor_frames_total", {"camera": camera, "stage": "processed"}) or 0.0
+
     def counts(self, camera: str, counts: Counts, line_totals: dict[str, dict[str, int]]) -> None:
         for zone, per_label in counts.items():
             for label, n in per_label.items():
@@ -123,6 +134,12 @@ class Metrics:
             self.escalation_cost.labels(camera).inc(cost)
 
     def escalation_state(self, budget_remaining: float, circuit_open: bool) -> None:
+        with self._escalation_lock:
+            if not self._escalation_registered:
+                self._escalation_registered = True
+                self.registry.register(self.escalation_budget)
+                self.registry.register(self.escalation_circuit)
+                self.escalation_enabled.set(1)
         self.escalation_budget.set(budget_remaining)
         self.escalation_circuit.set(1 if circuit_open else 0)
 

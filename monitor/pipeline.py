@@ -20,14 +20,15 @@ from monitor.escalation.camera import CameraEscalation, build_camera_escalation
 from monitor.escalation.service import build_service
 from monitor.evidence import EvidenceStore
 from monitor.frame import FrameResult
-from monitor.liveview import build_live_view
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
+from monitor.publishing.availability import Availability
 from monitor.publishing.homeassistant import build_discovery
 from monitor.publishing.publisher import Publisher
-from monitor.publishing.topics import CountsTopics
+from monitor.publishing.topics import CountsTopics, warn_if_legacy_layout
 from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
+from monitor.web import Recorder, build_web
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +209,25 @@ class CameraLoop:
 
 
 class Monitor:
-    """The whole daemon: build from a validated config, start, wait, stop."""
+    """The whole daemon: build from a validated config, start, wait, stop.
 
-    def __init__(self, config: AppConfig, metrics: Metrics | None = None):
+    ``availability`` (the status topics) is the monitor's own unless given: the service passes one that outlives
+    the pipeline, so that a reload publishes no ``offline``.
+    """
+
+    def __init__(self, config: AppConfig, metrics: Metrics | None = None, availability: Availability | None = None):
         self.config = config
         self.metrics = metrics or Metrics()
+        self._owns_availability = availability is None
+        self.availability = availability or Availability(config.mqtt, list(config.cameras))
         used_models = {camera.model for camera in config.cameras.values()}
         self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
         self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
         for camera in config.cameras.values():
             self.workers[camera.model].clients += 1
-        self.publisher = Publisher(config.mqtt, self.metrics)
+        self.recorder = Recorder(config.mqtt.prefix, list(config.cameras)) if config.web.enabled else None
+        self.publisher = Publisher(config.mqtt, self.metrics, tap=self.recorder)
         self.readers = {name: CameraReader(name, cam, self.metrics) for name, cam in config.cameras.items()}
         self.evidence = EvidenceStore(config.evidence) if config.evidence.enabled else None
         self.loops = {
@@ -236,7 +244,8 @@ class Monitor:
             )
         zone_labels = {name: loop.zone_labels for name, loop in self.loops.items()}
         self.home_assistant = build_discovery(config, zone_labels) if config.home_assistant.enabled else None
-        self.live_view = build_live_view(config.live_view, config.cameras, self.loops) if config.live_view.enabled else None
+        budget = self.escalation.budget if self.escalation else None
+        self.web = build_web(config, self.loops, self.metrics, self.recorder, self.evidence, budget) if self.recorder else None
         self._http = None
 
     @property
@@ -244,6 +253,8 @@ class Monitor:
         return ",".join(sorted({d.device for d in self.detectors.values()}))
 
     def start(self) -> None:
+        warn_if_legacy_layout(self.config.mqtt)
+        self.availability.start()  # first: "online" comes before the first counts
         self.metrics.build(self.device)
         self.metrics.mqtt_state(False)
         for name, camera in self.config.cameras.items():
@@ -255,8 +266,8 @@ class Monitor:
             self._http = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         if self.home_assistant:
             self.home_assistant.attach(self.publisher)
-        if self.live_view:
-            self.live_view.start()
+        if self.web:
+            self.web.start()
         self.publisher.start()
         if self.escalation:
             self.escalation.start()
@@ -274,10 +285,11 @@ class Monitor:
                 return
 
     def stop(self) -> None:
-        for reader in self.readers.values():
-            reader.stop()
+        # loops before readers: a loop that saw its reader stopped would end its events as "stream_end"
         for loop in self.loops.values():
             loop.stop()
+        for reader in self.readers.values():
+            reader.stop()
         for worker in self.workers.values():
             worker.stop()
         if self.escalation:
@@ -288,13 +300,15 @@ class Monitor:
         for loop in self.loops.values():
             loop.close_safety("shutdown")
         self.publisher.stop()
+        if self._owns_availability:
+            self.availability.stop()
         if self._http:
             server, thread = self._http
             server.shutdown()
             server.server_close()  # free the port: a reload starts a new endpoint on it
             thread.join(5)
-        if self.live_view:
-            self.live_view.stop()
+        if self.web:
+            self.web.stop()
 
     def camera_states(self) -> dict[str, CameraState]:
         return {name: reader.state for name, reader in self.readers.items()}

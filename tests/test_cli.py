@@ -54,6 +54,15 @@ PARSED = [
          "patience": 5, "amp": True, "runs": "r", "device": "cpu", "batch": 4, "threads": 1},
     ),
     (
+        ["clear-retained", "--camera", "dock", "--camera", "gate", "--dry-run"],
+        {"command": "clear-retained", "config": "config.yaml", "camera": ["dock", "gate"], "removed": False, "dry_run": True,
+         "force": False},
+    ),
+    (
+        ["clear-retained", "-c", "site.yaml", "--removed", "--force"],
+        {"command": "clear-retained", "config": "site.yaml", "camera": None, "removed": True, "dry_run": False, "force": True},
+    ),
+    (
         ["evaluate", "--model", "m.pt", "--data", "d.yaml"],
         {"command": "evaluate", "model": "m.pt", "data": "d.yaml", "imgsz": None, "json": None, "device": "auto", "batch": 16,
          "threads": None},
@@ -79,7 +88,8 @@ def test_arguments_parse_to_the_expected_namespace(argv, expected):
 @pytest.mark.parametrize(
     "argv",
     [[], ["snapshot"], ["dataset"], ["dataset", "import", "--images", "i", "--out", "o"], ["train", "--data", "d"],
-     ["generate"], ["check", "--skip", "1"], ["snapshot", "--camera", "c", "--skip", "many"]],
+     ["generate"], ["check", "--skip", "1"], ["snapshot", "--camera", "c", "--skip", "many"], ["clear-retained"],
+     ["clear-retained", "--camera", "c", "--removed"]],
 )
 def test_bad_command_lines_exit_2_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -125,7 +135,8 @@ def test_snapshot_of_an_unknown_camera_exits_2_naming_the_configured_ones(tmp_pa
 
 def test_commands_report_a_bad_config_the_same_way(tmp_path, capsys):
     path = bad_config(tmp_path)
-    for argv in (["run"], ["snapshot", "--camera", "street"], ["dataset", "export", "--out", str(tmp_path / "ds")]):
+    for argv in (["run"], ["snapshot", "--camera", "street"], ["dataset", "export", "--out", str(tmp_path / "ds")],
+                 ["clear-retained", "--camera", "street"]):
         assert cli_main([*argv, "--config", str(path)]) == 2, argv
         assert capsys.readouterr().err.startswith(f"config error in {path}:\n  mqtt.port: "), argv
 

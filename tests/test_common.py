@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from monitor.common import ALL_ZONES, RESERVED_TOPIC_NAMES, TOTALS_TOPIC, iso_utc
+from monitor.common import ALL_ZONES, RESERVED_TOPIC_NAMES, TOTAL_ZONE_TOPIC, TOTALS_TOPIC, iso_utc
 
 
 def test_iso_utc_has_milliseconds_and_a_z():
@@ -22,7 +22,7 @@ def test_iso_utc_parses_back_to_the_same_instant():
 
 
 def test_the_totals_topic_is_reserved_and_the_all_zones_key_is_not_a_topic_word():
-    assert TOTALS_TOPIC in RESERVED_TOPIC_NAMES
-    assert ALL_ZONES not in RESERVED_TOPIC_NAMES and ALL_ZONES != TOTALS_TOPIC
-    assert RESERVED_TOPIC_NAMES == {"counts", "events", "escalations", "status", "totals"}
+    assert TOTALS_TOPIC in RESERVED_TOPIC_NAMES and TOTAL_ZONE_TOPIC in RESERVED_TOPIC_NAMES
+    assert ALL_ZONES not in RESERVED_TOPIC_NAMES and ALL_ZONES not in (TOTALS_TOPIC, TOTAL_ZONE_TOPIC)
+    assert RESERVED_TOPIC_NAMES == {"counts", "events", "escalations", "status", "totals", "_total"}
     assert isinstance(RESERVED_TOPIC_NAMES, frozenset)

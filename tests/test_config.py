@@ -63,17 +63,17 @@ BAD_CONFIGS = [
     (
         "zone-reserved-name",
         lambda d: street(d)["zones"].update(counts={"polygon": TRIANGLE}),
-        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.counts: 'counts' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "zone-totals-name",
         lambda d: street(d)["zones"].update(totals={"polygon": TRIANGLE}),
-        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.zones.totals: 'totals' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     (
         "line-reserved-name",
         lambda d: street(d)["lines"].update(status={"points": [[0, 0], [10, 10]]}),
-        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, counts, escalations, events, status, totals)",
+        "cameras.street.lines.status: 'status' is reserved for MQTT topics (reserved: _all, _total, counts, escalations, events, status, totals)",
     ),
     ("zone-name-with-space", lambda d: street(d)["zones"].update({"front door": {"polygon": TRIANGLE}}), "cameras.street.zones.front door: 'front door' must use only letters, digits, '_' and '-'"),
     ("line-same-points", lambda d: street(d)["lines"]["crossing"].update(points=[[5, 5], [5, 5]]), "cameras.street.lines.crossing.points: the two points must differ"),
@@ -402,3 +402,71 @@ def test_rule_classes_are_checked_against_the_model():
         "cameras.c.safety.0.classes: unknown class 'forklift' (known: person, Normal, Fall)",
         "cameras.c.safety.1.fall_classes: unknown class 'Lying' (known: Normal, Fall)",
     ]
+
+
+# --- web: the operator's page --------------------------------------------------------------------------------
+
+
+def test_the_page_is_off_by_default_and_on_loopback_when_on():
+    config = parse_config({"models": BUNDLED["models"], "cameras": BUNDLED["cameras"]})
+    assert config.web.enabled is False and config.web.host == "127.0.0.1" and config.web.token is None
+    assert load_config(ROOT / "config.yaml").web.enabled is True  # the bundled demo shows it
+
+
+def test_live_view_is_still_read_as_the_old_name_of_web(caplog):
+    data = copy.deepcopy(BUNDLED)
+    del data["web"]
+    data["live_view"] = {"enabled": True, "port": 8123, "refresh_s": 1}
+    with caplog.at_level(logging.WARNING, logger="monitor"):
+        config = parse_config(data)
+    assert config.web.enabled and config.web.port == 8123 and config.web.refresh_s == 1
+    assert "live_view: deprecated name of the web section; rename it to web" in caplog.text
+    data["live_view"]["port"] = 70000
+    with pytest.raises(ConfigError, match=r"live_view\.port: Input should be less than or equal to 65535"):
+        parse_config(data)
+    data["web"] = {"enabled": False}
+    with pytest.raises(ConfigError, match="live_view: the old name of web: give only web"):
+        parse_config(data)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "monitor.local"])
+def test_a_non_loopback_bind_without_a_token_is_refused(host):
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = host
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert error.value.problems == [
+        f"web: host {host} is not a loopback address: give token ({{file: web-token}}) or bind 127.0.0.1"
+    ]
+    data["web"]["enabled"] = False
+    assert parse_config(data).web.host == host  # off: nothing listens
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        data["web"].update(enabled=True, host=loopback)
+        assert parse_config(data).web.host == loopback
+
+
+def test_monitor_check_refuses_a_non_loopback_bind_without_a_token(tmp_path):
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = "0.0.0.0"
+    result = monitor_cli("check", "--no-models", "--config", str(write_config(tmp_path, data)))
+    assert result.returncode == 2
+    assert "web: host 0.0.0.0 is not a loopback address" in result.stderr
+
+
+def test_web_token_problems_name_web_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "short").write_text("abc\n")
+    (tmp_path / "good").write_text("0123456789abcdef0123\n")
+    data = copy.deepcopy(BUNDLED)
+    data["web"]["host"] = "0.0.0.0"
+    for token, expected in (
+        ({"file": "short"}, "web.token: 3 characters; use at least 16 (openssl rand -hex 16)"),
+        ({"file": "missing"}, f"web.token: cannot read secret file {tmp_path / 'missing'}: No such file or directory"),
+        ({"env": "NO_SUCH_WEB_TOKEN"}, "web.token: environment variable NO_SUCH_WEB_TOKEN is not set"),
+    ):
+        data["web"]["token"] = token
+        with pytest.raises(ConfigError) as error:
+            parse_config(data).web.reveal_token()
+        assert error.value.problems == [expected]
+    data["web"]["token"] = {"file": "good"}
+    assert parse_config(data).web.reveal_token() == "0123456789abcdef0123"

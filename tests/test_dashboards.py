@@ -1,7 +1,11 @@
-"""The Grafana dashboard and the Prometheus files, against a real Prometheus scraping a real monitor on the clip.
+"""The Grafana dashboard and the Prometheus files, against a real Prometheus scraping a real monitor.
 
-Every PromQL expression of the dashboard and of the alert rules goes to Prometheus' HTTP API: each must
-parse, and each dashboard expression must return at least one series from the running monitor.
+Two set-ups: the street clip (every feature on: lines, a target fps, a safety rule, escalation to an endpoint
+that fails), and the ice-store example (examples/ice-store.yaml on its generated clip, escalation on against a real
+HTTP server speaking the OpenAI API, tests/fake_openai.py; no lines, no target fps). Every PromQL expression of
+the dashboard and of the alert rules goes to Prometheus' HTTP API: each must parse, and each dashboard expression
+must return at least one series unless the feature it shows is off in that set-up, in which case its panel says
+so (Grafana's "no value" text, e.g. "escalation off").
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import pytest
 import yaml
 
 from conftest import Broker, cut_clip, free_port, ROOT, street_config, wait_for_port
+from fake_openai import Answer, FakeOpenAI
 from monitor.config import parse_config
 from monitor.metrics import Metrics
 from monitor.pipeline import Monitor
+from monitor.tools import icegen
 
 DASHBOARD = ROOT / "dashboards" / "monitor.json"
 PROVISIONING = ROOT / "dashboards" / "provisioning"
@@ -32,6 +40,16 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 SEGMENT_FRAMES = 40
 SCRAPE_S = 1
+EXAMPLE = ROOT / "examples" / "ice-store.yaml"
+
+# optional features and the metrics that only they export; a target on them may be empty only where they are off
+FEATURE_METRICS = {
+    "escalation": ("monitor_escalations_total", "monitor_escalation_cost_total", "monitor_count_disagreement_total",
+                   "monitor_escalation_budget_remaining"),
+    "lines": ("monitor_line_crossings",),
+    "target_fps": ("monitor_camera_target_fps",),
+    "safety": ("monitor_safety_events",),
+}
 
 # Grafana's built-in variables, as Grafana would substitute them for a short time range
 GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m", "$camera": ".*"}
@@ -53,6 +71,14 @@ def dashboard_expressions(dashboard: dict) -> list[tuple[str, str]]:
 def alert_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load(ALERTS.read_text())
     return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
+
+
+def feature_of(expr: str) -> str | None:
+    return next((feature for feature, metrics in FEATURE_METRICS.items() if any(m in expr for m in metrics)), None)
+
+
+def no_value_text(panel: dict) -> str:
+    return panel.get("fieldConfig", {}).get("defaults", {}).get("noValue", "")
 
 
 def substitute(expr: str) -> str:
@@ -86,6 +112,23 @@ def test_dashboard_structure():
             assert target.get("datasource", panel["datasource"]) == panel["datasource"], where
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0, where
+
+
+def test_panels_of_optional_features_say_when_the_feature_is_off():
+    for panel in query_panels(load_dashboard()):
+        features = {feature_of(t["expr"]) for t in panel["targets"]}
+        if features - {None} and None not in features:  # every target needs the feature: empty when it is off
+            assert re.search(r"\b(off|no)\b", no_value_text(panel)), f"{panel['title']!r} shows nothing when {features} is off"
+
+
+def test_escalation_panels_and_the_enabled_stat():
+    panels = {panel["title"]: panel for panel in query_panels(load_dashboard())}
+    escalation = [p for p in panels.values() if any(feature_of(t["expr"]) == "escalation" for t in p["targets"])]
+    assert len(escalation) == 5 and all(no_value_text(p) == "escalation off" for p in escalation)
+    stat = panels["Escalation"]
+    assert [t["expr"] for t in stat["targets"]] == ["max(monitor_escalation_enabled)"]
+    (mapping,) = stat["fieldConfig"]["defaults"]["mappings"]
+    assert mapping["options"]["0"]["text"] == "escalation off"
 
 
 def test_dashboard_panels_do_not_overlap():
@@ -218,12 +261,19 @@ class Prometheus:
         return answer["data"]["result"]
 
 
-@pytest.fixture(scope="module")
-def scraped(tmp_path_factory, segment, person_model):
-    """A monitor on the looped segment with metrics on, a broker, and a Prometheus scraping it every second."""
-    workdir = tmp_path_factory.mktemp("prometheus")
-    broker = Broker(workdir).start()
-    metrics_port = free_port()
+@dataclass
+class Setup:
+    """A monitor's config and which optional features it has on."""
+
+    name: str
+    data: dict
+    features: set[str]
+    camera: str
+    ready: str  # PromQL that is non-empty once the run has what the checks need
+    metrics_port: int = 0
+
+
+def street_setup(broker: Broker, metrics_port: int, workdir: Path, segment: Path, openai: FakeOpenAI) -> Setup:
     data = street_config(
         broker.port,
         metrics_port,
@@ -233,28 +283,51 @@ def scraped(tmp_path_factory, segment, person_model):
         safety=[{"rule": "intrusion", "name": "lot_intrusion", "zones": ["lot"], "classes": ["person"]}],
         escalation={"audit_every_s": None},
     )
-    data["state_dir"] = str(workdir / "state")
     # an endpoint where nothing listens: escalation is set up (its series exist) but every call fails fast
     data["escalation"] = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "max_retries": 0, "timeout_s": 2}
-    monitor = Monitor(parse_config(data), Metrics())
+    return Setup("street", data, set(FEATURE_METRICS), "street", 'sum(monitor_frames_total{stage="processed"}) >= 10')
+
+
+def ice_store_setup(broker: Broker, metrics_port: int, workdir: Path, segment: Path, openai: FakeOpenAI) -> Setup:
+    """examples/ice-store.yaml as shipped (escalation on), on a short clip of its scene, against the OpenAI-API server."""
+    clip = workdir / "ice-store.avi"
+    icegen.write_clip(clip, seed=6, n_frames=40, fps=10)
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["mqtt"].update(port=broker.port, client_id=f"ice-dashboard-{broker.port}")
+    data["metrics"].update(port=metrics_port)
+    data["models"]["bags"].update(path=str(ROOT / "models" / "ice-bags.pt"), threads=1)
+    data["cameras"]["store"].update(source=str(clip), realtime=True, loop=True)
+    data["escalation"].update(base_url=openai.base_url, api_key={"value": openai.api_key}, dataset={"dir": None})
+    # answered escalations, not just the zero series: the panels show real calls, outcomes and cost
+    ready = 'sum(monitor_escalations_total{outcome="ok"}) >= 1 and sum(monitor_frames_total{stage="processed"}) >= 10'
+    return Setup("ice-store", data, {"escalation", "safety"}, "store", ready)
+
+
+@pytest.fixture(scope="module", params=[street_setup, ice_store_setup], ids=["street", "ice-store"])
+def scraped(request, tmp_path_factory, segment, person_model):
+    """A monitor with metrics on, a broker, and a Prometheus scraping it every second."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    broker = Broker(workdir).start()
+    openai = FakeOpenAI(default=Answer(totals={"ice_bag": 11}, description="bags on the shelves")).start()
+    metrics_port = free_port()
+    setup = request.param(broker, metrics_port, workdir, segment, openai)
+    setup.data["state_dir"] = str(workdir / "state")
+    setup.metrics_port = metrics_port
+    monitor = Monitor(parse_config(setup.data), Metrics())
     prometheus = Prometheus(workdir, metrics_port)
     monitor.start()
     prometheus.start()
     try:
-        wait_until(lambda: _processed(prometheus) >= 10, timeout=180, what="Prometheus to see 10 processed frames")
+        wait_until(lambda: prometheus.series(setup.ready), timeout=180, what=f"Prometheus to see {setup.ready}")
         time.sleep(5 * SCRAPE_S)  # enough samples for rate() over the substituted windows
-        yield prometheus
+        yield prometheus, setup
     finally:
         prometheus.stop()
         stopper = threading.Thread(target=monitor.stop)
         stopper.start()
         stopper.join(30)
+        openai.stop()
         broker.stop()
-
-
-def _processed(prometheus: Prometheus) -> float:
-    result = prometheus.series('sum(monitor_frames_total{stage="processed"})')
-    return float(result[0]["value"][1]) if result else 0.0
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -270,25 +343,44 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 def test_every_expression_parses(scraped):
+    prometheus, _ = scraped
     failures = []
     for where, expr in dashboard_expressions(load_dashboard()) + alert_expressions():
-        answer = scraped.query(substitute(expr))
+        answer = prometheus.query(substitute(expr))
         if answer["status"] != "success":
             failures.append(f"{where}: {answer.get('errorType')}: {answer.get('error')}")
     assert not failures, "PromQL rejected by Prometheus:\n" + "\n".join(failures)
 
 
-def test_every_dashboard_expression_returns_series(scraped):
-    empty = [f"{where}: {expr}" for where, expr in dashboard_expressions(load_dashboard()) if not scraped.series(substitute(expr))]
-    assert not empty, "dashboard expressions without any series:\n" + "\n".join(empty)
+def test_every_dashboard_expression_returns_series_where_its_feature_is_on(scraped):
+    prometheus, setup = scraped
+    empty, off = [], []
+    for where, expr in dashboard_expressions(load_dashboard()):
+        if not prometheus.series(substitute(expr)):
+            feature = feature_of(expr)
+            (off if feature and feature not in setup.features else empty).append(f"{where}: {expr} ({feature or 'always on'})")
+    assert not empty, f"{setup.name}: dashboard expressions without any series although their feature is on:\n" + "\n".join(empty)
+    expected_off = {"street": [], "ice-store": ["lines", "target_fps"]}[setup.name]
+    assert sorted({line.rsplit("(", 1)[1].rstrip(")") for line in off}) == expected_off, off
+
+
+def test_the_escalation_stat_reads_the_setup(scraped):
+    prometheus, setup = scraped
+    (series,) = prometheus.series("max(monitor_escalation_enabled)")
+    assert float(series["value"][1]) == (1 if "escalation" in setup.features else 0)
 
 
 def test_camera_variable_lists_the_camera(scraped):
-    answer = scraped.api("label/camera/values", **{"match[]": "monitor_camera_up"})
-    assert answer["status"] == "success" and answer["data"] == ["street"]
+    prometheus, setup = scraped
+    answer = prometheus.api("label/camera/values", **{"match[]": "monitor_camera_up"})
+    assert answer["status"] == "success" and answer["data"] == [setup.camera]
 
 
 def test_values_reflect_the_running_monitor(scraped):
+    scraped, setup = scraped
+    if setup.name != "street":
+        pytest.skip("the street clip's figures")
+
     def value(expr: str) -> float:
         (series,) = scraped.series(expr)
         return float(series["value"][1])
@@ -306,6 +398,7 @@ def test_values_reflect_the_running_monitor(scraped):
 
 
 def test_prometheus_loaded_the_alert_rules(scraped):
+    scraped, _ = scraped
     answer = scraped.api("rules")
     rules = [rule for group in answer["data"]["groups"] for rule in group["rules"]]
     assert {rule["name"] for rule in rules} >= {name for name, _ in alert_expressions()}
@@ -321,3 +414,46 @@ def _rules(prometheus: Prometheus) -> list[dict]:
 def test_grafana_variables_are_all_substituted():
     for _, expr in dashboard_expressions(load_dashboard()):
         assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera)\w", expr), expr
+
+
+README = ROOT / "README.md"
+
+
+def readme_metrics_table() -> dict[str, tuple[str, set[str]]]:
+    """README "Metrics": metric name -> (type, labels)."""
+    text = README.read_text()
+    section = text[text.index("## Metrics"):text.index("## Configuration reference")]
+    rows = re.findall(r"^\| `(monitor_\w+)` \| (\w+) \|([^|]*)\|", section, re.M)
+    return {name: (kind, {label.strip() for label in labels.split(",") if label.strip()}) for name, kind, labels in rows}
+
+
+def exposed_metrics(port: int) -> dict[str, tuple[str, set[str] | None]]:
+    """What a real scrape exposes: name -> (type, labels of its samples; None when it has no sample yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", text, re.M))
+    found = {}
+    for name, kind in types.items():
+        if name.endswith("_created"):
+            continue  # the client library's creation timestamps
+        family = name.removesuffix("_total") if kind == "counter" else name
+        labels = [set(m.group(1).split(",")) - {""} for m in re.finditer(rf"^{family}(?:_total|_bucket|_count|_sum)?\{{([^}}]*)\}}", text, re.M)]
+        bare = re.search(rf"^{family}(?:_total|_count|_sum)? ", text, re.M)
+        names = [{pair.split("=")[0] for pair in ls} - {"le"} for ls in labels]
+        found[name] = (kind, names[0] if names else (set() if bare else None))
+    return found
+
+
+def test_the_readme_metrics_table_matches_a_real_scrape(scraped):
+    """Names and types of every metric; labels of every metric that has a sample in this set-up (the fault
+    counters, GPU fallbacks and outbox drops, have none on a healthy run, nor have the metrics of features off)."""
+    _, setup = scraped
+    table, exposed = readme_metrics_table(), exposed_metrics(setup.metrics_port)
+    assert sorted(set(exposed) - set(table)) == [], "exposed but not in the README table"
+    assert sorted(set(table) - set(exposed)) == [], "in the README table but not exposed"
+    wrong = {name: (table[name], exposed[name]) for name in table
+             if table[name][0] != exposed[name][0] or (exposed[name][1] is not None and table[name][1] != exposed[name][1])}
+    assert wrong == {}
+    unchecked = {name for name, (_, labels) in exposed.items() if labels is None}
+    off = {metric for feature, metrics in FEATURE_METRICS.items() if feature not in setup.features for metric in metrics}
+    assert unchecked - off <= {"monitor_outbox_dropped_total", "monitor_gpu_fallbacks_total", "monitor_escalation_seconds"}

@@ -81,3 +81,17 @@ def test_saving_a_name_again_replaces_the_file_and_its_size(tmp_path):
     path = store.save("ev", np.zeros((10, 10, 3), np.uint8))
     assert store.total_bytes() == path.stat().st_size
     assert [p.name for p in tmp_path.iterdir()] == ["ev.jpg"]
+
+
+def test_read_gives_only_the_stores_own_snapshots_by_bare_name(tmp_path):
+    folder = tmp_path / "evidence"
+    store = noise_jpeg_store(folder, max_mb=10)
+    path = store.save("street-lot_intrusion-0a1b", np.zeros((10, 10, 3), np.uint8))
+    assert store.read("street-lot_intrusion-0a1b") == path.read_bytes()
+    (tmp_path / "secret.jpg").write_bytes(b"not evidence")
+    (folder / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (folder / "later.jpg").write_bytes(b"written by someone else")
+    for name in ("../secret", "link", "later", "street-lot_intrusion-0a1b.jpg", "", "a/b", "missing"):
+        assert store.read(name) is None, name
+    assert noise_jpeg_store(folder, max_mb=10).read("link") is None  # found by a fresh scan: still never followed
+    assert noise_jpeg_store(folder, max_mb=10).read("later") == b"written by someone else"  # found at start: the store's

@@ -116,7 +116,7 @@ def test_published_counts_are_the_pipeline_counts(held_out):
     published = subscriber.json_on("ice/store/counts")
     assert published and published[-1]["zones"] == {z: {"ice_bag": n} for z, n in counts[FRAMES - 1].items()}
     assert [m["seq"] for m in published] == list(range(1, len(published) + 1))
-    assert subscriber.on("ice/store/floor/ice_bag")[-1] == str(counts[FRAMES - 1]["floor"])
+    assert subscriber.on("ice/store/count/floor/ice_bag")[-1] == str(counts[FRAMES - 1]["floor"])
 
 
 def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):

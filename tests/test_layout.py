@@ -27,7 +27,7 @@ LAYERS = [
      "monitor.annotate", "monitor.evidence", "monitor.metrics", "monitor.publishing"],
     ["monitor.safety"],
     ["monitor.escalation"],
-    ["monitor.liveview", "monitor.pipeline"],
+    ["monitor.web", "monitor.pipeline"],
     ["monitor.service"],
     ["monitor.cli", "monitor.__main__", "monitor.tools"],
 ]
@@ -145,7 +145,7 @@ def test_daemon_modules_stay_short(name):
     assert lines <= MAX_LINES, f"{name} has {lines} lines: split it along its seams"
 
 
-def test_the_wheel_carries_every_subpackage(tmp_path):
+def test_the_wheel_carries_every_subpackage_and_the_page(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True,
@@ -155,7 +155,9 @@ def test_the_wheel_carries_every_subpackage(tmp_path):
 
     packed = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("monitor/")}
     expected = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py")}
-    assert expected - packed == set()
+    page = {str(path.relative_to(ROOT)) for path in (PACKAGE / "web" / "static").iterdir()}
+    assert {"monitor/web/static/index.html", "monitor/web/static/app.js", "monitor/web/static/style.css"} <= page
+    assert (expected | page) - packed == set()
 
 
 def mirror_test_of(module: str) -> str:

@@ -38,6 +38,7 @@ def test_frames_by_stage():
     assert sample(m, "monitor_frames_total", camera="a", stage="captured") == 2
     assert sample(m, "monitor_frames_total", camera="a", stage="dropped") == 1
     assert sample(m, "monitor_frames_total", camera="a", stage="processed") == 1
+    assert m.processed_frames("a") == 1 and m.processed_frames("b") == 0  # what the operator's page reads
     assert sample(m, "monitor_frame_latency_seconds_count", camera="a") == 1
     assert sample(m, "monitor_frame_latency_seconds_sum", camera="a") == pytest.approx(0.04)
     assert sample(m, "monitor_frame_latency_seconds_bucket", camera="a", le="0.035") == 0
@@ -192,3 +193,15 @@ def test_serve_exposes_the_registry_over_http():
         server.server_close()
     assert 'monitor_camera_target_fps{camera="a"} 1.0' in text
     assert 'monitor_frames_total{camera="a",stage="captured"} 0.0' in text
+
+
+def test_metrics_of_escalation_are_absent_while_it_is_off():
+    metrics = Metrics()
+    registry = metrics.registry
+    assert registry.get_sample_value("monitor_escalation_enabled") == 0
+    assert registry.get_sample_value("monitor_escalation_budget_remaining") is None  # not 0, which reads "spent"
+    assert registry.get_sample_value("monitor_escalation_circuit_open") is None
+    metrics.escalation_state(2.5, False)
+    assert registry.get_sample_value("monitor_escalation_enabled") == 1
+    assert registry.get_sample_value("monitor_escalation_budget_remaining") == 2.5
+    assert registry.get_sample_value("monitor_escalation_circuit_open") == 0

@@ -85,9 +85,9 @@ def seqs(subscriber: Subscriber) -> list[int]:
 def assert_bare_topics_match_json(subscriber: Subscriber, counts: dict) -> None:
     for zone, per_label in counts["zones"].items():
         for label, n in per_label.items():
-            assert subscriber.on(f"monitor/street/{zone}/{label}")[-1] == str(n), (zone, label)
+            assert subscriber.on(f"monitor/street/count/{zone}/{label}")[-1] == str(n), (zone, label)
     for label, n in counts["totals"].items():
-        assert subscriber.on(f"monitor/street/totals/{label}")[-1] == str(n), label
+        assert subscriber.on(f"monitor/street/count/_total/{label}")[-1] == str(n), label
 
 
 def wait_for_exit_after(signum: int, run: MonitorProcess) -> int:
@@ -139,6 +139,7 @@ def test_bare_integer_topics_match_the_json(whole_segment):
 def test_status_goes_online_then_offline(whole_segment):
     _, _, subscriber = whole_segment
     assert subscriber.on("monitor/status") == ["online", "offline"]
+    assert subscriber.on("monitor/street/status") == ["online", "offline"]
     topics = [topic for topic, _, _ in subscriber.messages]
     assert topics.index("monitor/status") < topics.index(COUNTS)
 
@@ -148,9 +149,9 @@ def test_a_late_subscriber_gets_the_retained_values(whole_segment, module_broker
     last = subscriber.json_on(COUNTS)[-1]
     late = Subscriber(module_broker.port, ["monitor/#"])
     try:
-        assert late.wait_for(lambda s: s.on(COUNTS) and s.on("monitor/status") and s.on("monitor/street/totals/person"), 10)
+        assert late.wait_for(lambda s: s.on(COUNTS) and s.on("monitor/status") and s.on("monitor/street/count/_total/person"), 10)
         assert late.json_on(COUNTS) == [last]
-        assert late.on("monitor/status") == ["offline"]
+        assert late.on("monitor/status") == ["offline"] and late.on("monitor/street/status") == ["offline"]
         assert all(retained for _, _, retained in late.messages)
         assert_bare_topics_match_json(late, last)
     finally:

@@ -101,7 +101,7 @@ def test_payloads_have_what_home_assistant_requires(running):
         JINJA.parse(payload["value_template"])  # a template Home Assistant could not parse would fail the entity
         device = payload["device"]
         assert device["identifiers"] == ["monitor_street"] and device["name"] == "Camera street", topic
-        assert payload["availability"] == [{"topic": "monitor/status", "payload_available": "online", "payload_not_available": "offline"}]
+        assert payload["availability"] == [{"topic": "monitor/street/status", "payload_available": "online", "payload_not_available": "offline"}]
         if component == "sensor":
             assert payload["state_class"] in ("measurement", "total_increasing"), topic
         else:

@@ -1,4 +1,4 @@
-"""The publisher against a real Mosquitto: order, the retained status, the bounded in-memory queue, errors."""
+"""The publisher against a real Mosquitto: order, no status of its own, the bounded in-memory queue, errors."""
 
 from __future__ import annotations
 
@@ -39,14 +39,17 @@ def test_qos1_messages_arrive_in_order(broker, subscriber_factory, tmp_path, dur
     assert (publisher.outbox is not None) is durable
 
 
-def test_status_is_online_then_offline_retained_on_stop(broker, subscriber_factory):
-    live = subscriber_factory(broker.port, ["monitor/status"])
+def test_the_publisher_leaves_the_status_topics_to_the_availability_connections(broker, subscriber_factory):
+    """A reload replaces the publisher: were status its job, every reload would publish offline then online."""
+    sub = subscriber_factory(broker.port, ["monitor/#"])
+    assert sub.subscribed.wait(10)
     publisher = started(config(broker.port))
-    assert live.wait_for(lambda s: s.on("monitor/status") == ["online"], 10)
-    publisher.stop()
-    assert live.wait_for(lambda s: s.on("monitor/status") == ["online", "offline"], 10)
-    late = subscriber_factory(broker.port, ["monitor/status"])
-    assert late.wait_for(lambda s: s.messages == [("monitor/status", "offline", True)], 10)
+    try:
+        publisher.publish(Message("monitor/cam/counts", counts_payload("cam", 1), 1, True))
+        assert sub.wait_for(lambda s: s.on("monitor/cam/counts"), 10)
+    finally:
+        publisher.stop()
+    assert [topic for topic, _, _ in sub.messages] == ["monitor/cam/counts"]
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_it(tmp_path, subscriber_factory):
@@ -117,3 +120,22 @@ def test_published_payloads_arrive_unchanged(broker, subscriber_factory):
     finally:
         publisher.stop()
     assert sub.messages == [("monitor/cam/events", payload, False)]
+
+
+class RecordingTap:
+    def __init__(self):
+        self.topics: list[str] = []
+
+    def message(self, message: Message) -> None:
+        self.topics.append(message.topic)
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["outbox", "queue"])
+def test_the_tap_sees_every_message_once_in_order(tmp_path, durable):
+    tap = RecordingTap()
+    publisher = Publisher(config(1, tmp_path if durable else None), tap=tap)  # never started: the tap sees it anyway
+    publisher.publish(Message("a/1", "1", 1, True))
+    publisher.publish_all([Message("a/2", "2", 1, False), Message("a/3", "3", 0, False), Message("a/4", "4", 2, True)])
+    assert tap.topics == ["a/1", "a/2", "a/3", "a/4"]
+    if publisher.outbox:
+        publisher.outbox.close()

@@ -13,7 +13,6 @@ from monitor.config.app import (
     EscalationConfig,
     EvidenceConfig,
     HomeAssistantConfig,
-    LiveViewConfig,
     LoggingConfig,
     MetricsConfig,
     ModelConfig,
@@ -45,13 +44,14 @@ from monitor.config.rules import (
     SafetyRuleBase,
     StaleCameraRule,
 )
+from monitor.config.web import WebConfig
 
 __all__ = [
     "AppConfig", "CameraConfig", "CameraEscalationConfig", "CircuitBreakerConfig", "ConfigError", "DatasetConfig",
     "DwellRule", "EscalationConfig", "EscalationThresholds", "EvidenceConfig", "HomeAssistantConfig", "IntrusionRule",
-    "LineConfig", "LiveViewConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
+    "LineConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
     "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "StreamSource", "Strict", "TlsConfig",
-    "ZoneConfig",
+    "WebConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "is_file_path", "load_config", "model_labels", "parse_config",
 ]

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from monitor.config.base import LocatedError, Name, SecretSource, Strict
 from monitor.config.camera import CameraConfig
+from monitor.config.web import WebConfig
 
 # --- MQTT and metrics -----------------------------------------------------------------------
 
@@ -49,7 +50,12 @@ class MqttConfig(Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive_s: int = Field(30, ge=5, le=3600)
     heartbeat_s: float = Field(30.0, gt=0)
-    bare_topics: bool = Field(True, description="also publish <prefix>/<camera>/<zone>/<class> integers")
+    bare_topics: bool = Field(True, description="also publish each count as a bare integer on its own topic")
+    bare_layout: Literal["count", "legacy"] = Field(
+        "count",
+        description="count: <prefix>/<camera>/count/<zone>/<class> (one filter, <prefix>/+/count/+/+, selects them all);"
+        " legacy: <prefix>/<camera>/<zone>/<class>, deprecated, removed in the next release",
+    )
     queue_size: int = Field(10000, ge=10)
     outbox: OutboxConfig = OutboxConfig()
 
@@ -121,13 +127,6 @@ class HomeAssistantConfig(Strict):
         return value.strip("/")
 
 
-class LiveViewConfig(Strict):
-    enabled: bool = Field(False, description="a read-only page with each camera's latest annotated frame")
-    host: str = "127.0.0.1"
-    port: int = Field(8099, ge=0, le=65535)
-    refresh_s: float = Field(2.0, ge=0.2, le=3600)
-
-
 class CircuitBreakerConfig(Strict):
     failures: int = Field(5, ge=1, description="consecutive failed calls that open the circuit")
     cooldown_s: float = Field(120.0, gt=0, description="how long an open circuit refuses calls before one trial")
@@ -183,12 +182,19 @@ class AppConfig(Strict):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
-    live_view: LiveViewConfig = LiveViewConfig()
+    web: WebConfig = Field(WebConfig(), validation_alias=AliasChoices("web", "live_view"))  # live_view: the old name
     models: dict[Name, ModelConfig]
     cameras: dict[Name, CameraConfig]
     escalation: EscalationConfig | None = Field(None, description="the multimodal model; none: never escalate")
     evidence: EvidenceConfig = EvidenceConfig()
     source_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_web(cls, data: object) -> object:
+        if isinstance(data, dict) and "web" in data and "live_view" in data:
+            raise LocatedError(("live_view",), "the old name of web: give only web")
+        return data
 
     @field_validator("models", "cameras")
     @classmethod

@@ -42,6 +42,8 @@ def parse_config(data: dict, base_dir: Path = Path("."), source_path: Path | Non
         raise ConfigError(_describe(exc)) from None
     except LocatedError as exc:
         raise ConfigError([f"{_dotted(exc.loc)}: {exc}"]) from None
+    if "live_view" in data:
+        logging.getLogger("monitor").warning("live_view: deprecated name of the web section; rename it to web (it works as before)")
     return _resolve_paths(config, base_dir)
 
 

@@ -7,9 +7,12 @@ The entities read the topics the monitor publishes anyway:
 - counts: the retained ``<prefix>/<camera>/counts`` JSON, one value picked per zone and class by a ``value_template``
   (so they work with ``mqtt.bare_topics`` off too);
 - safety rules: the retained ``<prefix>/<camera>/events/active`` JSON (``{"camera", "count", "events": [...]}``,
-  monitor/safety.py); the rule's sensor is ``ON`` while an event of that rule (its name) is listed there.
+  monitor/safety/); the rule's sensor is ``ON`` while an event of that rule (its name) is listed there, and carries
+  that event's ``id``, ``zone``, ``start``, ``snapshot`` and ``detail`` as attributes (for automations).
 
-Availability follows ``<prefix>/status`` (``online``, and ``offline`` as the monitor's last will).
+Each entity's availability is its camera's ``<prefix>/<camera>/status`` (``online``; ``offline`` on a stop and as
+that topic's last will, monitor/publishing/availability.py). Names read naturally after the device's name
+(Home Assistant shows "Camera store Ice bag in storage"): the count's label is also its unit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from monitor.common import ALL_ZONES
 from monitor.config import AppConfig, CameraConfig, HomeAssistantConfig, MqttConfig
 from monitor.publishing.message import Message
 from monitor.publishing.publisher import Publisher
+from monitor.publishing.topics import OFFLINE, ONLINE, camera_topic, status_topic
 
 ORIGIN = {"name": "camera-monitor", "sw_version": __version__}
 TOTALS_OBJECT = "totals"
@@ -35,6 +39,15 @@ def topic_safe(text: str) -> str:
 
 def jinja_string(text: str) -> str:
     return json.dumps(text)  # a double-quoted literal that Jinja parses like Python
+
+
+def spoken(name: str) -> str:
+    """A config name as words: ``ice_bag`` -> ``ice bag``."""
+    return re.sub(r"[_-]+", " ", name).strip() or name
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,6 @@ class HomeAssistantDiscovery:
         self.config = config
         self.mqtt = mqtt
         self.cameras = cameras
-        self.availability = [{"topic": f"{mqtt.prefix}/status", "payload_available": "online", "payload_not_available": "offline"}]
         # counts are re-sent at least every heartbeat: three missed heartbeats mark the value stale in Home Assistant
         self.expire_after = max(60, int(3 * mqtt.heartbeat_s))
 
@@ -91,12 +103,14 @@ class HomeAssistantDiscovery:
         for zone, labels in camera.zone_labels.items():
             for label in labels:
                 if zone == ALL_ZONES:
-                    object_id, name = f"{TOTALS_OBJECT}_{label}", f"{label} total"
+                    object_id, where = f"{TOTALS_OBJECT}_{label}", "in view"
                     template = f"{{{{ value_json.totals[{jinja_string(label)}] }}}}"
                 else:
-                    object_id, name = f"{zone}_{label}", f"{zone} {label}"
+                    object_id, where = f"{zone}_{label}", f"in {spoken(zone)}"
                     template = f"{{{{ value_json.zones[{jinja_string(zone)}][{jinja_string(label)}] }}}}"
-                sensors.append((object_id, self._sensor(camera, object_id, name, template)))
+                payload = self._sensor(camera, object_id, sentence(f"{spoken(label)} {where}"), template)
+                payload.update(unit_of_measurement=spoken(label), state_class="measurement", icon="mdi:counter")
+                sensors.append((object_id, payload))
         return sensors
 
     def line_sensors(self, camera: CameraEntities) -> list[tuple[str, dict]]:
@@ -105,23 +119,28 @@ class HomeAssistantDiscovery:
             for direction in ("in", "out"):
                 object_id = f"line_{line}_{direction}"
                 template = f"{{{{ value_json.lines[{jinja_string(line)}][{jinja_string(direction)}] }}}}"
-                payload = self._sensor(camera, object_id, f"{line} crossings {direction}", template)
-                payload.update(state_class="total_increasing", icon="mdi:transit-transfer")
+                payload = self._sensor(camera, object_id, f"Crossings {direction} at {spoken(line)}", template)
+                payload.update(unit_of_measurement="crossings", state_class="total_increasing", icon="mdi:transit-transfer")
                 sensors.append((object_id, payload))
         return sensors
 
     def rule_sensors(self, camera: CameraEntities) -> list[tuple[str, dict]]:
         sensors = []
+        active_topic = f"{camera_topic(self.mqtt.prefix, camera.camera)}/events/active"
         for rule in camera.safety_rules:
             object_id = f"safety_{rule}"
-            rule_literal = jinja_string(rule)
-            payload = self._common(camera, object_id, f"safety {rule}")
+            events = f"value_json.events | selectattr('rule', 'equalto', {jinja_string(rule)}) | list"
+            payload = self._common(camera, object_id, sentence(spoken(rule)))
             payload.update(
-                state_topic=f"{self.mqtt.prefix}/{camera.camera}/events/active",
-                value_template=f"{{{{ 'ON' if value_json.events | selectattr('rule', 'equalto', {rule_literal}) | list else 'OFF' }}}}",
+                state_topic=active_topic,
+                value_template=f"{{{{ 'ON' if {events} else 'OFF' }}}}",
                 payload_on="ON",
                 payload_off="OFF",
                 device_class="safety",
+                json_attributes_topic=active_topic,
+                json_attributes_template=(
+                    f"{{% set found = {events} %}}{{{{ (found | first if found else {{}}) | tojson }}}}"
+                ),
             )
             sensors.append((object_id, payload))
         return sensors
@@ -129,10 +148,8 @@ class HomeAssistantDiscovery:
     def _sensor(self, camera: CameraEntities, object_id: str, name: str, template: str) -> dict:
         payload = self._common(camera, object_id, name)
         payload.update(
-            state_topic=f"{self.mqtt.prefix}/{camera.camera}/counts",
+            state_topic=f"{camera_topic(self.mqtt.prefix, camera.camera)}/counts",
             value_template=template,
-            state_class="measurement",
-            icon="mdi:counter",
             expire_after=self.expire_after,
         )
         return payload
@@ -141,12 +158,16 @@ class HomeAssistantDiscovery:
         return {
             "name": name,
             "unique_id": f"{self.node_id(camera.camera)}_{topic_safe(object_id)}",
-            "availability": self.availability,
+            "availability": [self.availability(camera.camera)],
             "availability_mode": "latest",
             "device": self.device(camera),
             "origin": ORIGIN,
             "qos": 1,
         }
+
+    def availability(self, camera: str) -> dict:
+        """The camera's own status topic: offline on a stop and when the monitor dies (its last will)."""
+        return {"topic": status_topic(self.mqtt.prefix, camera), "payload_available": ONLINE, "payload_not_available": OFFLINE}
 
     def _message(self, component: str, camera: CameraEntities, object_id: str, payload: dict) -> Message:
         return Message(

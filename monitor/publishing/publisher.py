@@ -1,8 +1,8 @@
 """The publisher: owns the MQTT connection (paho-mqtt 2.x) and sends every message off the frame path.
 
 QoS 1/2 messages go through the durable outbox (``monitor.publishing.outbox``) and leave it only on the
-broker's acknowledgement; ``<prefix>/status`` is ``online`` after connecting and ``offline`` on a clean
-stop and as the last will.
+broker's acknowledgement. The ``status`` topics and their last wills have connections of their own
+(``monitor.publishing.availability``).
 """
 
 from __future__ import annotations
@@ -38,8 +38,19 @@ class NullPublishEvents(NullOutboxEvents):
     def outbox_state(self, messages: int, oldest_s: float) -> None: ...
 
 
-def make_client(config: MqttConfig) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, clean_session=True)
+class MessageTap(Protocol):
+    """Sees every message the publisher is given, on the caller's thread (e.g. the operator's page)."""
+
+    def message(self, message: Message) -> None: ...
+
+
+class NullMessageTap:
+    def message(self, message: Message) -> None: ...
+
+
+def make_client(config: MqttConfig, client_id: str | None = None) -> mqtt.Client:
+    """A paho client with the config's credentials, TLS and reconnect policy (``client_id`` default: the config's)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or config.client_id, clean_session=True)
     if config.username:
         password = config.password.reveal() if config.password else None
         client.username_pw_set(config.username, password)
@@ -52,7 +63,6 @@ def make_client(config: MqttConfig) -> mqtt.Client:
             cert_reqs=ssl.CERT_REQUIRED,
         )
         client.tls_insecure_set(tls.insecure)
-    client.will_set(f"{config.prefix}/status", "offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     client.max_queued_messages_set(config.queue_size)
     return client
@@ -82,9 +92,10 @@ def explain_connect_failure(config: MqttConfig) -> str:
 class Publisher:
     """Owns the MQTT connection; a sender thread drains a bounded queue of messages."""
 
-    def __init__(self, config: MqttConfig, events: PublishEvents | None = None):
+    def __init__(self, config: MqttConfig, events: PublishEvents | None = None, tap: MessageTap | None = None):
         self.config = config
         self.events = events or NullPublishEvents()
+        self.tap = tap or NullMessageTap()
         self.connected = threading.Event()
         self.last_progress = time.monotonic()
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=config.queue_size)
@@ -102,7 +113,6 @@ class Publisher:
         self._stop_deadline = 0.0
         self._outbox_reported = 0.0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-        self._status_topic = f"{config.prefix}/status"
         self.on_connect: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to resend discovery
 
     @property
@@ -124,6 +134,10 @@ class Publisher:
 
         QoS 1/2 messages go to the durable outbox first and leave it only on the broker's PUBACK.
         """
+        self.tap.message(message)
+        self._publish_one(message)
+
+    def _publish_one(self, message: Message) -> None:
         if self._drain and message.qos > 0:
             if self.outbox.add(message.topic, message.payload, message.qos, message.retain, message.kind) is not None:
                 self._wake()
@@ -140,12 +154,14 @@ class Publisher:
                     pass
 
     def publish_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.tap.message(message)
         durable = [m for m in messages if m.qos > 0] if self._drain else []
         if durable and self.outbox.add_many(durable):
             self._wake()
             messages = [m for m in messages if m.qos == 0]
         for message in messages:
-            self.publish(message)
+            self._publish_one(message)
 
     def last_seq(self, camera: str) -> int:
         return self.outbox.last_seq(camera) if self.outbox else 0
@@ -157,16 +173,10 @@ class Publisher:
             pass  # the sender is busy anyway and pumps after each message
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Drain what is queued (bounded by ``timeout``), publish ``offline``, disconnect."""
+        """Drain what is queued (bounded by ``timeout``), disconnect."""
         self._stop_deadline = time.monotonic() + max(0.5, timeout - 1.0)
         self._queue.put(None)
         self._thread.join(timeout)
-        if self.connected.is_set():
-            info = self._client.publish(self._status_topic, "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
         if self.outbox:
@@ -220,7 +230,6 @@ class Publisher:
             log.error("MQTT broker %s refused the connection: %s", self.where, reason_code)
             return
         log.info("MQTT connected to %s", self.where)
-        client.publish(self._status_topic, "online", qos=1, retain=True)
         self.connected.set()
         for hook in self.on_connect:
             hook()
