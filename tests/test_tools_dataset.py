@@ -156,6 +156,10 @@ def test_weak_detections_are_promoted_only_where_the_model_counted_more():
     record["answer"]["counts"]["path"]["person"] = 2  # the model's third person is nowhere a weak box is
     labels, agrees = frame_labels(record)
     assert len(labels) == 2 and not agrees
+    record["detections"].append(box([601.0, 151.0, 616.0, 191.0], 0.25))  # the far walker's second, weaker box
+    record["answer"]["counts"] = {ALL_ZONES: {"person": 4}, "path": {"person": 4}, "lawn": {"person": 0}}
+    labels, agrees = frame_labels(record)
+    assert [b["xyxy"] for b in labels] == [WALKER_1, WALKER_2, FAR_WALKER] and not agrees  # one object, promoted once
 
 
 def test_no_frame_is_both_a_train_and_a_val_frame():

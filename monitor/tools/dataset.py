@@ -62,7 +62,9 @@ def frame_labels(record: dict) -> tuple[list[dict], bool]:
     boxes = [b for b in record["objects"] if b["track_id"] not in dismissed_tracks and not _overlaps(b, dismissed_boxes, DISMISSED_IOU)]
     zones = _zone_finder(record)
     have = _counts(boxes, labels, zones)
-    for weak in _weak_candidates(record, boxes, dismissed_boxes):
+    for weak in _weak_candidates(record, dismissed_boxes):
+        if _overlaps(weak, [b["xyxy"] for b in boxes], PROMOTE_IOU):
+            continue  # a counted (or already promoted) object
         label = labels[weak["class_id"]]
         counted_where = [zone for zone in (ALL_ZONES, *zones(weak)) if label in wanted.get(zone, {})]
         if ALL_ZONES in counted_where and all(_n(have, zone, label) < wanted[zone][label] for zone in counted_where):
@@ -92,13 +94,10 @@ def _overlaps(box: dict, others: list[list[float]], threshold: float) -> bool:
     return float(box_iou(np.array([box["xyxy"]], np.float32), np.array(others, np.float32)).max()) >= threshold
 
 
-def _weak_candidates(record: dict, taken: list[dict], dismissed_boxes: list[list[float]]) -> list[dict]:
-    """Weak detections, strongest first, that are neither a counted box nor something the model dismissed."""
-    taken_xyxy = [b["xyxy"] for b in taken]
-    return [
-        det for det in sorted(record["detections"], key=lambda d: -d["conf"])
-        if not _overlaps(det, taken_xyxy, PROMOTE_IOU) and not _overlaps(det, dismissed_boxes, DISMISSED_IOU)
-    ]
+def _weak_candidates(record: dict, dismissed_boxes: list[list[float]]) -> list[dict]:
+    """Weak detections, strongest first, without what the model dismissed."""
+    weak = sorted(record["detections"], key=lambda d: -d["conf"])
+    return [det for det in weak if not _overlaps(det, dismissed_boxes, DISMISSED_IOU)]
 
 
 def _zone_finder(record: dict):
