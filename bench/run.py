@@ -13,8 +13,11 @@ ONNX Runtime or OpenVINO export, built once and cached next to the model), track
 line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime: false``, publishing
 to a real Mosquitto started here). With ``--realtime`` the monitor's cameras play at the clip's rate like
 live cameras (``--clip 720p``: the street clip as 1280x720 H.264), and each run says whether every camera
-was kept up with (at least 95% of its frames processed). Prints a table; writes
-bench/results/<UTC time>.json and latest.json.
+was kept up with (at least 95% of its frames processed). ``--fleet KxN`` adds local-KxN and triton-KxN: K
+monitor processes with N cameras each, with their own models or all on one Triton server (``bench/fleet.py``).
+Prints a table; writes bench/results/<UTC time>.json and latest.json.
+
+    python -m bench.run --fleet 2x2 --engine onnx --frames 60 --repeats 2
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.fleet import TritonSide, add_fleet_ratios, fleet_modes, is_fleet_mode, measure_fleet
 from bench.loopback import Broker
 from bench.report import RESULTS, markdown_table
 
@@ -161,6 +165,11 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
 
     base_name, base = next((n, c) for n, c in config.cameras.items() if c.model == model_name)
     camera = base.model_copy(update={"realtime": args.realtime, "loop": args.realtime})
+    if args.triton_url:  # a fleet host whose model runs on the benchmark's Triton server
+        from monitor.config import TritonConfig
+
+        triton = TritonConfig(url=args.triton_url, model=args.triton_model, timeout_s=60)
+        model_config = model_config.model_copy(update={"path": None, "triton": triton})
     mqtt_config = config.mqtt.model_copy(update={"port": args.mqtt_port, "client_id": f"bench-{os.getpid()}"})
     app = config.model_copy(
         update={
@@ -178,7 +187,10 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     subscriber.connect("127.0.0.1", args.mqtt_port)
     subscriber.loop_start()
     monitor = Monitor(app, recorder.metrics)
-    monitor.start()  # loads and warms up the model before the cameras start
+    if args.barrier:  # a fleet host: start together with the others
+        print("ready", flush=True)
+        sys.stdin.readline()
+    monitor.start()  # warms up the model before the cameras start
     cpu0, started = cpu_seconds(), time.monotonic()
     source_fps = camera_fps(camera)
     if args.realtime:  # live cameras: every camera plays at its clip's rate for frames/fps seconds
@@ -193,6 +205,8 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     out = figures(recorder.processed, recorder.inferences, elapsed, cpu, recorder.latencies, received)
     out.update(batches=recorder.batches, skipped=recorder.skipped, model_busy=round(recorder.inference_seconds / elapsed, 3))
     out.update(fps_per_camera=round(recorder.processed / elapsed / cameras, 3))
+    if args.barrier:  # the fleet parent combines the hosts' figures
+        out.update(latencies=recorder.latencies, mqtt_latencies=received, cpu_s=cpu)
     if args.realtime:  # a camera is kept up with when the monitor processes (almost) every frame it delivers
         out.update(source_fps=source_fps, kept_up=out["fps_per_camera"] >= 0.95 * source_fps)
     return out
@@ -282,13 +296,17 @@ def figures(frames: int, calls: int, elapsed: float, cpu: float, latencies: list
 # --- parent: schedule, aggregate, report ------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, mode: str, mqtt_port: int) -> dict:
-    command = [sys.executable, "-m", "bench.run", "--child", mode, "--mqtt-port", str(mqtt_port)]
-    command += ["--frames", str(args.frames), "--imgsz", str(args.imgsz), "--config", args.config, "--engine", args.engine]
+def child_args(args: argparse.Namespace) -> list[str]:
+    command = ["--frames", str(args.frames), "--imgsz", str(args.imgsz), "--config", args.config, "--engine", args.engine]
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--clip", args.clip] if args.clip else []
     command += ["--max-batch", str(args.max_batch)] if args.max_batch else []
     command += ["--realtime"] if args.realtime else []
+    return command
+
+
+def measure(args: argparse.Namespace, mode: str, mqtt_port: int) -> dict:
+    command = [sys.executable, "-m", "bench.run", "--child", mode, "--mqtt-port", str(mqtt_port)] + child_args(args)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.frames * 60 + 300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -351,15 +369,25 @@ COLUMNS = [
 ]
 
 
+FLEET_COLUMNS = [
+    ("vs local", "fps_vs_local", "{:.3f}"),
+    ("fps/core", "fps_per_core", "{:.2f}"),
+    ("server cpu s/frame", "server_cpu_s_per_frame", "{:.3f}"),
+    ("wire KB/frame", "wire_kb_per_frame", "{:.0f}"),
+    ("triton batch", "triton_batch_mean", "{:.2f}"),
+]
+
+
 def table(summary: dict[str, dict]) -> str:
+    columns = COLUMNS + (FLEET_COLUMNS if any("hosts" in row for row in summary.values()) else [])
     rows = []
     for mode, row in summary.items():
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             value = mode if key == "mode" else row.get(key)
             cells.append("-" if value is None else fmt.format(value))
         rows.append(cells)
-    return markdown_table([title for title, _, _ in COLUMNS], rows)
+    return markdown_table([title for title, _, _ in columns], rows)
 
 
 def machine() -> dict:
@@ -384,25 +412,35 @@ def machine() -> dict:
 def parent(args: argparse.Namespace) -> int:
     if args.clip == "720p":
         args.clip = str(make_720p_clip(ROOT / "data" / "vtest.avi", CLIP_720P))
-    cameras = [int(n) for n in args.cameras.split(",") if n]
-    modes = [m for m in args.modes.split(",") if m] + [f"monitor-{n}" for n in cameras]
-    if "predict" not in modes:
+    alone = bool(args.fleet)  # --fleet runs only the fleet modes, unless --modes or --cameras are given too
+    cameras = [int(n) for n in (args.cameras if args.cameras is not None else "" if alone else "1,2,4").split(",") if n]
+    plain = args.modes if args.modes is not None else "" if alone else ",".join(PLAIN_MODES)
+    modes = [m for m in plain.split(",") if m] + [f"monitor-{n}" for n in cameras]
+    if "predict" not in modes and (modes or not args.fleet):
         modes.insert(0, "predict")
+    modes += fleet_modes(args.fleet)
     started = datetime.now(timezone.utc)
     info = machine()
     print(f"bench: {args.frames} frames, imgsz {args.imgsz}, engine {args.engine}, modes {modes}, {args.repeats} repeats", flush=True)
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         broker = Broker(Path(workdir)).start()
+        triton = start_triton(args) if any(m.startswith("triton-") for m in modes) else None
         try:
             for repeat, mode in schedule(modes, args.repeats):
-                result = measure(args, mode, broker.port)
+                if is_fleet_mode(mode):
+                    result = measure_fleet(args, mode, broker.port, triton, child_args(args))
+                else:
+                    result = measure(args, mode, broker.port)
                 result.update(mode=mode, repeat=repeat)
                 runs.append(result)
                 print(f"  repeat {repeat} {mode:<10} {result['fps']:.2f} fps", flush=True)
         finally:
             broker.stop()
+            if triton:
+                triton.stop()
     summary = summarise(runs, modes)
+    add_fleet_ratios(summary, runs)
     report = {
         "started": started.isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.run"] + sys.argv[1:]),
@@ -421,12 +459,17 @@ def parent(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_triton(args: argparse.Namespace) -> TritonSide:
+    _, _, model, _, _ = load_bench_config(Path(args.config), args.imgsz, "none")
+    return TritonSide(Path(model.path), args.imgsz, args.triton_threads, args.max_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=120, help="frames of the clip per camera")
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--cameras", default="1,2,4", help="monitor runs with these camera counts")
-    parser.add_argument("--modes", default=",".join(PLAIN_MODES), help="plain Ultralytics modes to compare")
+    parser.add_argument("--cameras", default=None, help="monitor runs with these camera counts (default: 1,2,4)")
+    parser.add_argument("--modes", default=None, help=f"plain Ultralytics modes to compare (default: {','.join(PLAIN_MODES)})")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--engine", default="none", choices=["none", "onnx", "openvino", "tensorrt"])
@@ -435,7 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--realtime", action="store_true", help="monitor cameras play at the clip's rate, like live "
                         "cameras, for frames/fps seconds: reports whether each camera is kept up with")  # fmt: skip
     parser.add_argument("--max-batch", type=int, default=0, help="the model's max_batch (0: the config's)")
+    parser.add_argument("--fleet", default="", help="KxN: K monitor processes with N cameras each, local models vs "
+                        "one Triton server (modes local-KxN, triton-KxN); without --modes/--cameras, only these")  # fmt: skip
+    parser.add_argument("--triton-threads", type=int, default=0, help="ONNX Runtime threads of the Triton model (0: its default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--triton-url", help=argparse.SUPPRESS)
+    parser.add_argument("--triton-model", help=argparse.SUPPRESS)
     parser.add_argument("--mqtt-port", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 

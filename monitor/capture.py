@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from monitor.config import CameraConfig, ConfigError, is_file_path
+from monitor.config import CameraConfig, ConfigError, StreamSource, is_file_path
 from monitor.frame import CapturedFrame
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Backoff:
 
 
 def open_capture(source: str | int, stall_s: float = OPEN_TIMEOUT_MS / 1000) -> cv2.VideoCapture:
+    quiet_native_logs()
     if isinstance(source, int):
         return cv2.VideoCapture(source)
     if source.startswith("/dev/video"):
@@ -74,12 +77,35 @@ def open_capture(source: str | int, stall_s: float = OPEN_TIMEOUT_MS / 1000) -> 
     return cv2.VideoCapture(source.removeprefix("file://"))
 
 
-def describe_source(source: str | int) -> str:
-    """The source without any password, for logs."""
-    if isinstance(source, str) and "://" in source and "@" in source.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = source.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return str(source)
+SECRET_PARAMETER = re.compile(r"(user|name|login|pass|pwd|token|key|auth|secret|sig|cred)", re.IGNORECASE)
+
+
+def describe_source(source: str | int | StreamSource) -> str:
+    """The source without credentials, for logs: everything before the last ``@`` (user info, even with ``@``
+    or ``/`` in the password) and the values of query parameters named like user, password, token or key."""
+    source = str(source) if isinstance(source, StreamSource) else source  # its login is already ***
+    if not isinstance(source, str) or "://" not in source:
+        return str(source)
+    scheme, rest = source.split("://", 1)
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    address, question, query = rest.partition("?")
+    if question:
+        query = "&".join(_masked_parameter(part) for part in query.split("&"))
+    return f"{scheme}://{address}{question}{query}"
+
+
+def _masked_parameter(part: str) -> str:
+    name, equals, value = part.partition("=")
+    return f"{name}=***" if equals and value and SECRET_PARAMETER.search(name) else part
+
+
+def quiet_native_logs() -> None:
+    """FFmpeg's own warnings (a corrupt clip: thousands of lines) and OpenCV's on every reconnect stay out of
+    the journal: our log says what happened. Set OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL to see them."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def valid_image(image: object, expected_shape: tuple[int, ...] | None) -> str | None:

@@ -2,7 +2,7 @@
 
 Daemon: ``run``, ``check``. Setting up and offline work (``monitor.tools``, imported only by the command that
 uses them): ``snapshot``, ``clear-retained``, ``dataset export|import``, ``train``, ``evaluate``,
-``generate dataset|clip``.
+``generate dataset|clip``, ``triton-repo``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_commands(commands)
     add_training_commands(commands)
     add_generate_commands(commands)
+    add_triton_command(commands)
     return parser
 
 
@@ -117,11 +118,28 @@ def add_generate_commands(commands) -> None:
         sub.add_argument("--height", type=int, default=480)
 
 
+def add_triton_command(commands) -> None:
+    repo = commands.add_parser("triton-repo", help="write a Triton Inference Server model repository for a YOLO model")
+    repo.add_argument("--model", required=True, help="an Ultralytics .pt model, e.g. models/person-fall.pt")
+    repo.add_argument("--out", "-o", required=True, help="the repository folder (the model goes into <out>/<name>/)")
+    repo.add_argument("--name", default=None, help="the model's name on the server (default: the file's stem)")
+    repo.add_argument("--imgsz", type=int, default=640, help="export size (the graph takes any size)")
+    repo.add_argument("--max-batch", type=int, default=16, help="max_batch_size: frames per request and per batch")
+    repo.add_argument("--backend", choices=["onnxruntime", "python"], default="onnxruntime",
+                      help="onnxruntime: NVIDIA's container; python: ONNX Runtime in the Python backend (PyPI's server)")
+    repo.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="instance kind (python: always cpu)")
+    repo.add_argument("--instances", type=int, default=1, help="model instances per device")
+    repo.add_argument("--tensorrt", action="store_true", help="onnxruntime on a GPU: through TensorRT in FP16")
+    repo.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (0: its default)")
+    repo.add_argument("--queue-delay-us", type=int, default=2000, help="how long Triton may hold a request to batch it")
+    repo.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # python backend: rehearse a slow server
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     handlers = {
         "run": cmd_run, "check": cmd_check, "snapshot": cmd_snapshot, "clear-retained": cmd_clear_retained, "dataset": cmd_dataset,
-        "train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
+        "train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "triton-repo": cmd_triton_repo,
     }
     return handlers[args.command](args)
 
@@ -147,7 +165,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not args.no_models:
             from monitor.pipeline import Monitor
 
-            Monitor(config)  # loads models and checks class names; opens no camera
+            Monitor(config).discard()  # loads models and checks class names; opens no camera
     except ConfigError as error:
         return report_config_error(args.config, error)
     print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models)")
@@ -160,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return report_config_error(args.config, error)
     setup_logging(args.log_level or config.logging.level)
+    from monitor.instance import StateDirInUse
     from monitor.service import Service  # sd_notify READY/STOPPING/WATCHDOG, SIGTERM stops, SIGHUP reloads
 
     service = Service(args.config, config)
@@ -169,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return service.run()
     except ConfigError as error:
         return report_config_error(args.config, error)
+    except StateDirInUse as error:
+        log.error("refusing to start: %s", error)
+        return EXIT_FAILED
 
 
 # --- setting up and offline work -------------------------------------------------------------------------------
@@ -325,6 +347,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(write_dataset(args.out_dir, args.train, args.val, args.seed, args.imgsz, args.width, args.height))
     else:
         print(write_clip(args.out, args.seed, args.frames, args.fps, args.width, args.height))
+    return 0
+
+
+def cmd_triton_repo(args: argparse.Namespace) -> int:
+    from monitor.tools.triton_repo import RepoError, RepoSettings, docker_command, write_repository
+
+    settings = RepoSettings(
+        model=Path(args.model), out=Path(args.out), name=args.name, imgsz=args.imgsz, max_batch=args.max_batch,
+        backend=args.backend, kind=args.kind, instances=args.instances, tensorrt=args.tensorrt, threads=args.threads,
+        queue_delay_us=args.queue_delay_us, delay_ms=args.delay_ms,
+    )
+    try:
+        folder = write_repository(settings)
+    except RepoError as error:
+        print(f"triton-repo: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(f"wrote {path}")
+    print(f"serve it with NVIDIA's Triton container:\n  {docker_command(Path(args.out))}")
+    print(f"and point the monitor at it: models.<name>.triton: {{url: grpc://<server>:8001, model: {settings.model_name}}}")
     return 0
 
 

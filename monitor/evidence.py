@@ -1,8 +1,9 @@
 """Evidence: annotated JPEG snapshots of safety events in one directory bounded by size and age.
 
 After every write the oldest files go until the directory is under ``max_mb`` and nothing is older
-than ``max_age_days``; a write is skipped when the disk is nearly full. Only ``*.jpg`` files this
-store wrote (or found at start) are ever deleted.
+than ``max_age_days``; a write is skipped when the disk is nearly full. Only snapshots this store wrote
+are ever counted or deleted: each carries a JPEG comment saying so, and any other file (a user's own
+``*.jpg`` in a folder ``evidence.dir`` points at) is left alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".jpg"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")  # event ids: camera, rule and a hex suffix; never a path
+MARK = b"camera-monitor evidence snapshot"  # in a JPEG comment (COM segment) of every file this store writes
+HEAD_BYTES = 512  # where the mark is: right after the JFIF header
+
+
+def mark_jpeg(data: bytes) -> bytes:
+    """The JPEG with our comment segment after its JFIF (APP0) header."""
+    at = 2 + (2 + int.from_bytes(data[4:6], "big") if data[2:4] == b"\xff\xe0" else 0)
+    return data[:at] + b"\xff\xfe" + (len(MARK) + 2).to_bytes(2, "big") + MARK + data[at:]
+
+
+def is_own_snapshot(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return MARK in file.read(HEAD_BYTES)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -56,7 +73,7 @@ class EvidenceStore:
             return None
         with self._lock:
             try:
-                return self._write(name, data.tobytes())
+                return self._write(name, mark_jpeg(data.tobytes()))
             except OSError as exc:
                 log.warning("evidence: cannot write %s in %s: %s", name, self.dir, exc.strerror or exc)
                 return None
@@ -102,14 +119,19 @@ class EvidenceStore:
 
     def _index(self) -> list[_File]:
         if self._files is None:
-            found = []
+            found, foreign = [], 0
             if self.dir.is_dir():
                 for path in self.dir.glob(f"*{SUFFIX}"):
+                    if not is_own_snapshot(path):
+                        foreign += 1
+                        continue
                     try:
                         stat = path.stat()
                     except OSError:
                         continue
                     found.append(_File(path, stat.st_size, stat.st_mtime))
+            if foreign:
+                log.info("evidence: %d *.jpg files in %s are not this monitor's snapshots; left alone", foreign, self.dir)
             self._files = sorted(found, key=lambda f: f.mtime)
         return self._files
 

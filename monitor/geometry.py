@@ -57,3 +57,50 @@ def zone_membership(xyxy: np.ndarray, anchor: Anchor, polygons: dict[str, np.nda
         return {name: np.zeros(0, bool) for name in polygons}
     points = anchor_points(xyxy, anchor)
     return {name: points_in_polygon(points, polygon) for name, polygon in polygons.items()}
+
+
+def polygon_overlaps_image(polygon: Sequence[Sequence[float]], width: float, height: float) -> bool:
+    """Does the polygon cover any area of the ``width`` x ``height`` image?"""
+    return area_in_image(polygon, width, height) > 0
+
+
+def area_in_image(polygon: Sequence[Sequence[float]], width: float, height: float) -> float:
+    """The polygon's area inside the ``width`` x ``height`` image, in pixels (Sutherland-Hodgman clip)."""
+    points = [tuple(map(float, p)) for p in polygon]
+    edges = [(0, 0.0, 1), (0, float(width), -1), (1, 0.0, 1), (1, float(height), -1)]  # axis, limit, inside side
+    for axis, limit, side in edges:
+        clipped: list[tuple[float, float]] = []
+        for i, current in enumerate(points):
+            previous = points[i - 1]
+            current_in = (current[axis] - limit) * side >= 0
+            previous_in = (previous[axis] - limit) * side >= 0
+            if current_in != previous_in:
+                t = (limit - previous[axis]) / (current[axis] - previous[axis])
+                clipped.append(tuple(previous[k] + t * (current[k] - previous[k]) for k in (0, 1)))
+            if current_in:
+                clipped.append(current)
+        points = clipped
+        if not points:
+            return 0.0
+    twice_area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]))
+    return abs(twice_area) / 2
+
+
+def segment_meets_image(start: Sequence[float], end: Sequence[float], width: float, height: float) -> bool:
+    """Does the segment pass through the ``width`` x ``height`` image at all? (Liang-Barsky clip)"""
+    (x0, y0), (x1, y1) = start, end
+    dx, dy = x1 - x0, y1 - y0
+    low, high = 0.0, 1.0
+    for p, q in ((-dx, x0), (dx, width - x0), (-dy, y0), (dy, height - y0)):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        t = q / p
+        if p < 0:
+            low = max(low, t)
+        else:
+            high = min(high, t)
+        if low > high:
+            return False
+    return True

@@ -66,7 +66,13 @@ class Metrics:
         self.outbox_dropped_total = Counter("monitor_outbox_dropped", "Outbox messages dropped by the size policy", ["kind"], registry=r)
         self.outbox_errors = Counter("monitor_outbox_errors", "Outbox database failures (disk full...)", registry=r)
         self.outbox_alarm = Gauge("monitor_outbox_full", "1 while the outbox drops events or cannot write", registry=r)
+        self.outbox_corrupt_total = Counter(
+            "monitor_outbox_corrupt", "Corrupt outbox files moved aside (and a fresh outbox started)", registry=r
+        )
         self.gpu_fallbacks = Counter("monitor_gpu_fallbacks", "Models moved to the CPU after a CUDA error", ["model"], registry=r)
+        self.inference_errors = Counter(
+            "monitor_inference_errors", "Batches whose inference failed (the model, or the server serving it)", ["model"], registry=r
+        )
         self.safety_events = Counter("monitor_safety_events", "Safety events started", ["camera", "rule"], registry=r)
         self.safety_active = Gauge("monitor_safety_events_active", "Safety events active now", ["camera", "rule"], registry=r)
 
@@ -108,6 +114,12 @@ class Metrics:
         self.inference_seconds.labels(model).observe(seconds)
         self.inference_batch.labels(model).observe(batch_size)
 
+    def register_model(self, model: str) -> None:
+        self.inference_errors.labels(model)
+
+    def inference_failed(self, model: str) -> None:
+        self.inference_errors.labels(model).inc()
+
     def frame_processed(self, camera: str, latency_s: float) -> None:
         self.frames.labels(camera, "processed").inc()
         self.latency.labels(camera).observe(latency_s)
@@ -130,7 +142,7 @@ class Metrics:
         self.escalations.labels(camera, reason, outcome).inc()
         if seconds is not None:
             self.escalation_seconds.labels(camera).observe(seconds)
-        if cost:
+        if cost > 0:
             self.escalation_cost.labels(camera).inc(cost)
 
     def escalation_state(self, budget_remaining: float, circuit_open: bool) -> None:
@@ -177,6 +189,9 @@ class Metrics:
 
     def outbox_full(self, full: bool) -> None:
         self.outbox_alarm.set(1 if full else 0)
+
+    def outbox_corrupt(self) -> None:
+        self.outbox_corrupt_total.inc()
 
     def register_safety(self, camera: str, rules: list[str]) -> None:
         for rule in rules:

@@ -12,19 +12,22 @@ import time
 from dataclasses import dataclass, field
 
 from monitor.capture import CameraReader, CameraState
-from monitor.config import AppConfig, CameraConfig, check_model_classes
+from monitor.config import AppConfig, CameraConfig, ConfigError, check_model_classes
 from monitor.counting import CountSmoother, raw_counts, zone_labels
-from monitor.detection.detector import Detector, load_detectors
-from monitor.detection.worker import InferenceWorker
+from monitor.detection.detector import Detector
+from monitor.detection.loading import load_detectors
+from monitor.detection.worker import InferenceFailed, InferenceWorker
 from monitor.escalation.camera import CameraEscalation, build_camera_escalation
 from monitor.escalation.service import build_service
 from monitor.evidence import EvidenceStore
 from monitor.frame import FrameResult
+from monitor.geometry import polygon_overlaps_image, segment_meets_image
 from monitor.metrics import Metrics
 from monitor.motion import MotionGate
 from monitor.publishing.availability import Availability
 from monitor.publishing.homeassistant import build_discovery
 from monitor.publishing.publisher import Publisher
+from monitor.publishing.sequence import ACTIVE, COUNTS, EVENTS, Sequences
 from monitor.publishing.topics import CountsTopics, warn_if_legacy_layout
 from monitor.safety.engine import SafetyEngine
 from monitor.tracking import LineCounter, ObjectTracker, ZoneMap
@@ -64,6 +67,7 @@ class CameraLoop:
         publisher: Publisher,
         metrics: Metrics,
         evidence: EvidenceStore | None = None,
+        sequences: Sequences | None = None,
     ):
         self.name = name
         self.config = config
@@ -71,6 +75,7 @@ class CameraLoop:
         self.worker = worker
         self.publisher = publisher
         self.metrics = metrics
+        self.config_path = app.source_path
         self.heartbeat_s = app.mqtt.heartbeat_s
         self.log_interval_s = app.logging.interval_s
         detector = worker.detector
@@ -80,13 +85,20 @@ class CameraLoop:
         self.lines = LineCounter(config.lines, config.anchor)
         self.smoother = CountSmoother(config.smoothing)
         self.escalation: CameraEscalation | None = None  # set by Monitor when this camera escalates
+        sequences = sequences or Sequences(None)
+        store = publisher.outbox
         self.safety = (
-            SafetyEngine(name, config, app.mqtt, detector.class_names, evidence, metrics) if config.safety else None
+            SafetyEngine(
+                name, config, app.mqtt, detector.class_names, evidence, metrics,
+                sequences.stream(name, EVENTS, store), sequences.stream(name, ACTIVE, store),
+            )
+            if config.safety else None
         )
         self.motion = MotionGate(config.motion)
         self._last_inferred: FrameResult | None = None  # what a frame without motion reuses
-        self.topics = CountsTopics(app.mqtt, name, publisher.last_seq(name))
+        self.topics = CountsTopics(app.mqtt, name, sequences.stream(name, COUNTS, store))
         self._stale = False
+        self._inference_failing = False  # the model (or its server) fails: frames come, counts cannot be made
         self.zone_labels = zone_labels(config, detector.label_set)
         self.last_result: FrameResult | None = None
         self.last_progress = time.monotonic()
@@ -94,6 +106,7 @@ class CameraLoop:
         self._last_publish = 0.0
         self._last_log = time.monotonic()
         self._stop = threading.Event()
+        self._frame_size: tuple[int, int] | None = None  # of the first frame, once its zones and lines are checked
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
 
     def start(self) -> None:
@@ -122,11 +135,17 @@ class CameraLoop:
                 if self.safety:  # stale_camera rules must fire on a dead stream
                     self.publisher.publish_all(self.safety.tick())
                 continue
+            if self._frame_size is None:
+                self._check_geometry(frame.image.shape[1], frame.image.shape[0])
             try:
                 result = self.process(FrameResult(frame, self.labels))
-            except Exception:  # a bad frame or a failed inference must not end the camera
+            except InferenceFailed:  # the worker logs it, once per outage
+                self._set_inference_failing(True)
+                continue
+            except Exception:  # a bad frame must not end the camera
                 log.exception("camera %s: frame %d failed", self.name, frame.index)
                 continue
+            self._set_inference_failing(False)
             self.last_result = result
             self._log_interval()
 
@@ -151,6 +170,18 @@ class CameraLoop:
         if self.safety:
             self.publisher.publish_all(self.safety.close(reason))
 
+    def _check_geometry(self, width: int, height: int) -> None:
+        """Once, on the first frame (its size is known only now): zones and lines that cannot count anything."""
+        self._frame_size = (width, height)
+        where = f"cameras.{self.name}"
+        outside = [f"{where}.zones.{zone}.polygon" for zone, z in self.config.zones.items()
+                   if not polygon_overlaps_image(z.polygon, width, height)]
+        outside += [f"{where}.lines.{line}.points" for line, l in self.config.lines.items()
+                    if not segment_meets_image(*l.points, width, height)]
+        for key in outside:
+            log.error("camera %s: %s (in %s) lies wholly outside the %dx%d frame; it will never count anything",
+                      self.name, key, self.config_path or "the config", width, height)
+
     def _detect(self, result: FrameResult) -> None:
         """Detections (from the model, or the last inferred frame's when nothing moved) and tracked objects."""
         previous = self._last_inferred
@@ -168,9 +199,15 @@ class CameraLoop:
             self._last_inferred = result
         result.objects = self.tracker.update(result.detections, result.frame.image)
 
+    def _set_inference_failing(self, failing: bool) -> None:
+        if failing != self._inference_failing:
+            self._inference_failing = failing
+            self._update_stale(got_frame=True)
+
     def _update_stale(self, got_frame: bool) -> None:
-        """No frames: say so (``"stale": true`` in the counts, monitor_camera_stale) instead of freezing old counts."""
-        stale = not got_frame and self.reader.is_stale()
+        """No frames, or no inference: say so (``"stale": true`` in the counts, monitor_camera_stale) instead of
+        freezing old counts."""
+        stale = self._inference_failing or (not got_frame and self.reader.is_stale())
         if stale == self._stale:
             if stale and self.last_result and time.monotonic() - self._last_publish >= self.heartbeat_s:
                 self._publish_stale()
@@ -178,7 +215,7 @@ class CameraLoop:
         self._stale = stale
         self.metrics.camera_stale_state(self.name, stale)
         if stale:
-            log.warning("camera %s: no frames; its counts are stale", self.name)
+            log.warning("camera %s: %s; its counts are stale", self.name, "inference failing" if self._inference_failing else "no frames")
             if self.last_result:
                 self._publish_stale()
         else:
@@ -212,31 +249,50 @@ class Monitor:
     """The whole daemon: build from a validated config, start, wait, stop.
 
     ``availability`` (the status topics) is the monitor's own unless given: the service passes one that outlives
-    the pipeline, so that a reload publishes no ``offline``.
+    the pipeline, so that a reload publishes no ``offline``; likewise ``sequences`` (every stream's ``(epoch, seq)``).
     """
 
-    def __init__(self, config: AppConfig, metrics: Metrics | None = None, availability: Availability | None = None):
+    def __init__(
+        self,
+        config: AppConfig,
+        metrics: Metrics | None = None,
+        availability: Availability | None = None,
+        sequences: Sequences | None = None,
+    ):
         self.config = config
         self.metrics = metrics or Metrics()
         self._owns_availability = availability is None
         self.availability = availability or Availability(config.mqtt, list(config.cameras))
+        self.sequences = sequences or Sequences(config.state_dir)
         used_models = {camera.model for camera in config.cameras.values()}
         self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
         self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
         for camera in config.cameras.values():
             self.workers[camera.model].clients += 1
+        self.escalation = build_service(config, self.metrics)
         self.recorder = Recorder(config.mqtt.prefix, list(config.cameras)) if config.web.enabled else None
-        self.publisher = Publisher(config.mqtt, self.metrics, tap=self.recorder)
+        self.publisher: Publisher | None = None
+        try:
+            self.publisher = Publisher(config.mqtt, self.metrics, self.sequences, tap=self.recorder)
+            self._build_cameras(config)
+        except BaseException:
+            self.discard()
+            raise
+        self._http = None
+        self._started = False
+
+    def _build_cameras(self, config: AppConfig) -> None:
+        self.sequences.bind(config.mqtt.outbox.path if self.publisher.outbox else None)
         self.readers = {name: CameraReader(name, cam, self.metrics) for name, cam in config.cameras.items()}
         self.evidence = EvidenceStore(config.evidence) if config.evidence.enabled else None
         self.loops = {
             name: CameraLoop(
-                name, cam, config, self.readers[name], self.workers[cam.model], self.publisher, self.metrics, self.evidence
+                name, cam, config, self.readers[name], self.workers[cam.model], self.publisher, self.metrics, self.evidence,
+                self.sequences,
             )
             for name, cam in config.cameras.items()
         }
-        self.escalation = build_service(config, self.metrics)
         for name, cam in config.cameras.items():
             loop = self.loops[name]
             loop.escalation = build_camera_escalation(
@@ -246,7 +302,13 @@ class Monitor:
         self.home_assistant = build_discovery(config, zone_labels) if config.home_assistant.enabled else None
         budget = self.escalation.budget if self.escalation else None
         self.web = build_web(config, self.loops, self.metrics, self.recorder, self.evidence, budget) if self.recorder else None
-        self._http = None
+
+    def discard(self) -> None:
+        """Release what a monitor that was built but never started holds (a refused reload, ``monitor check``)."""
+        if self.publisher:
+            self.publisher.close()
+        if self.escalation:
+            self.escalation.close()
 
     @property
     def device(self) -> str:
@@ -254,16 +316,23 @@ class Monitor:
 
     def start(self) -> None:
         warn_if_legacy_layout(self.config.mqtt)
-        self.availability.start()  # first: "online" comes before the first counts
         self.metrics.build(self.device)
         self.metrics.mqtt_state(False)
+        for name in self.detectors:
+            self.metrics.register_model(name)
         for name, camera in self.config.cameras.items():
             self.metrics.register_camera(name, camera.fps)
             self.metrics.register_safety(name, [rule.key for rule in camera.safety])
+        if self.config.metrics.enabled:
+            try:
+                self._http = self._serve_metrics()
+            except ConfigError:
+                self.discard()
+                raise
+        self._started = True
+        self.availability.start()  # before the cameras: "online" comes before the first counts
         if self.evidence:
             self.evidence.prune()
-        if self.config.metrics.enabled:
-            self._http = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         if self.home_assistant:
             self.home_assistant.attach(self.publisher)
         if self.web:
@@ -277,6 +346,16 @@ class Monitor:
             self.readers[name].start()
             self.loops[name].start()
 
+    def _serve_metrics(self):
+        host, port = self.config.metrics.host, self.config.metrics.port
+        try:
+            return self.metrics.serve(host, port)
+        except OSError as exc:
+            raise ConfigError([
+                f"metrics.port: cannot listen on {host}:{port} ({exc.strerror or exc}); another process has it? "
+                f"Choose another port, or metrics.enabled: false (in {self.config.source_path})"
+            ]) from None
+
     def wait(self, stop_requested: threading.Event) -> None:
         """Block until asked to stop or every camera has finished (file sources without loop)."""
         while not stop_requested.wait(0.2):
@@ -285,6 +364,9 @@ class Monitor:
                 return
 
     def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
         # loops before readers: a loop that saw its reader stopped would end its events as "stream_end"
         for loop in self.loops.values():
             loop.stop()

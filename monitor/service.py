@@ -5,12 +5,17 @@ each camera loop, each inference worker (a call running longer than ``service.wa
 hung) and the publisher. A dead thread or a hung inference stops the keep-alive, and systemd
 (``WatchdogSec=``) kills and restarts the service.
 
-Reload (``SIGHUP``, ``systemctl reload``): the new config file is validated first; with errors they are
-logged and the running configuration stays. A valid one replaces the running pipeline with a full
-in-process restart (models reloaded, every camera reopened: a few seconds without counts). Nothing
-is lost across it: unsent messages wait in the outbox and ``seq`` continues. A reload is not an outage:
-the status topics' connections (``Availability``) outlive the pipeline, so ``<prefix>/status`` and each
-kept camera's ``status`` stay ``online`` throughout (only a removed camera goes ``offline``).
+Reload (``SIGHUP``, ``systemctl reload``): the new config file is validated and the new pipeline built
+(models loaded, outbox opened) while the running one goes on; whatever fails there (a config error or
+anything else) is logged and shown in ``STATUS=``, and the running pipeline stays. Only then is the running
+pipeline stopped and the new one started (a few seconds without counts); should that start fail, the
+previous configuration is started again. Nothing is lost across it: unsent messages wait in the outbox
+and every stream's ``(epoch, seq)`` goes on. A reload is not an outage: the status topics' connections
+(``Availability``) outlive the pipeline, so ``<prefix>/status`` and each kept camera's ``status`` stay
+``online`` throughout (only a removed camera goes ``offline``).
+
+The service holds ``<state_dir>/monitor.lock`` (``monitor.instance``) for the life of the process: a
+second monitor on the same state dir is refused at start.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from pathlib import Path
 
 from monitor.capture import CameraState
 from monitor.config import AppConfig, ConfigError, load_config
+from monitor.instance import StateDirInUse, StateDirLock
 from monitor.publishing.availability import Availability
+from monitor.publishing.sequence import Sequences
 
 log = logging.getLogger("monitor.service")
 
@@ -130,10 +137,14 @@ def fatal_problems(monitor) -> list[str]:
     return [worker.fatal for worker in monitor.workers.values() if worker.fatal]
 
 
-def build_monitor(config: AppConfig, availability: Availability):
+def build_monitor(config: AppConfig, availability: Availability, sequences: Sequences):
     from monitor.pipeline import Monitor
 
-    return Monitor(config, availability=availability)
+    return Monitor(config, availability=availability, sequences=sequences)
+
+
+def describe_failure(exc: BaseException) -> str:
+    return "; ".join(exc.problems) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
 
 
 class Service:
@@ -144,7 +155,7 @@ class Service:
         config_path: str | Path,
         config: AppConfig,
         notifier: Notifier | None = None,
-        build: Callable[[AppConfig, Availability], object] = build_monitor,
+        build: Callable[[AppConfig, Availability, Sequences], object] = build_monitor,
         tick_s: float = 1.0,
     ):
         self.config_path = Path(config_path)
@@ -157,6 +168,8 @@ class Service:
         self.reload_requested = threading.Event()
         self.monitor = None
         self.availability = Availability(config.mqtt, list(config.cameras))
+        self.lock: StateDirLock | None = None
+        self.sequences: Sequences | None = None
         self.keepalives = 0
         self._problems: list[str] = []
         self._down: list[str] = []
@@ -167,9 +180,18 @@ class Service:
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_requested.set())
 
     def run(self) -> int:
-        """Until stopped, or until every camera finished (file sources without loop); the exit code."""
-        self.monitor = self.build(self.config, self.availability)
-        self.monitor.start()
+        """Until stopped, or until every camera finished (file sources without loop); the exit code.
+
+        StateDirInUse when another monitor holds the state dir; ConfigError for what only shows at start."""
+        self.lock = StateDirLock(self.config.state_dir).acquire()
+        self.sequences = Sequences(self.config.state_dir)
+        try:
+            self.monitor = self.build(self.config, self.availability, self.sequences)
+            self.monitor.start()
+        except BaseException:
+            self.availability.stop()
+            self.lock.release()
+            raise
         self.notifier.ready(self._status())
         log.info("service ready: %s", self._status())
         code = 0
@@ -181,6 +203,7 @@ class Service:
             self.monitor.stop()
             self.availability.stop()  # offline after the last counts and event ends went out
             self.notifier.close()
+            self.lock.release()
         return code
 
     def _supervise(self) -> int:
@@ -188,7 +211,12 @@ class Service:
         while not self.stop_requested.wait(self.tick_s):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as error:  # the previous configuration did not start again either
+                    log.critical("reload: nothing runs (%s); exiting for systemd to restart the service", describe_failure(error))
+                    self.notifier.status(f"fatal: reload left nothing running: {describe_failure(error)}"[:400])
+                    return EXIT_FATAL
             fatal = fatal_problems(self.monitor)
             if fatal:
                 log.critical("fatal: %s", "; ".join(fatal))
@@ -227,30 +255,60 @@ class Service:
             self.notifier.status(self._status())
 
     def reload(self) -> bool:
-        """Re-read the config file; a valid one restarts the pipeline with it, an invalid one is only logged."""
+        """Re-read the config file and build its pipeline while the running one goes on; switch only if that worked.
+
+        Never ends the daemon, whatever fails: the error is logged and shown in STATUS=, and the running
+        pipeline stays (or, if the new one fails to start, the previous configuration is started again)."""
         try:
             new_config = load_config(self.config_path)
-        except ConfigError as error:
-            log.error("reload: %s has errors, keeping the running configuration:\n  %s", self.config_path, "\n  ".join(error.problems))
+            lock, sequences = self._state_for(new_config)
+        except (ConfigError, StateDirInUse) as error:
+            problems = error.problems if isinstance(error, ConfigError) else [str(error)]
+            log.error("reload: %s has errors, keeping the running configuration:\n  %s", self.config_path, "\n  ".join(problems))
             self.notifier.status("reload refused: config has errors")
             return False
+        except Exception as error:  # anything else (a bug, the file system): same answer
+            return self._refuse(f"cannot read {self.config_path}", error)
+        availability = self._availability_for(new_config)
+        try:
+            new_monitor = self.build(new_config, availability, sequences)
+        except Exception as error:
+            if lock is not self.lock:
+                lock.release()
+            return self._refuse("cannot build the new pipeline", error)
         self.notifier.reloading()
         log.info("reload: restarting the pipeline with %s", self.config_path)
         self.monitor.stop()
         try:
-            availability = self._availability_for(new_config)
-            self.monitor = self.build(new_config, availability)
-            self.config = new_config
-        except ConfigError as error:
-            log.error("reload: cannot build the new pipeline (%s); going on with the previous configuration", "; ".join(error.problems))
-            availability = self.availability
-            self.monitor = self.build(self.config, availability)
+            new_monitor.start()
+        except Exception as error:
+            log.error("reload: the new pipeline did not start (%s); starting the previous configuration again", describe_failure(error))
+            if lock is not self.lock:
+                lock.release()
+            self.monitor = self.build(self.config, self.availability, self.sequences)
+            self.monitor.start()
+            self.notifier.ready(self._status())
+            self.notifier.status(f"reload failed, previous configuration running: {describe_failure(error)}"[:400])
+            return False
+        if lock is not self.lock:
+            self.lock.release()
+        self.monitor, self.config, self.lock, self.sequences = new_monitor, new_config, lock, sequences
         self._adopt(availability)
         logging.getLogger().setLevel(self.config.logging.level)
-        self.monitor.start()
         self._problems = []
         self.notifier.ready(self._status())
         return True
+
+    def _state_for(self, config: AppConfig) -> tuple[StateDirLock, Sequences]:
+        """The lock and numbering of the config's state dir: the running ones, or the new dir's (taken now)."""
+        if config.state_dir == self.config.state_dir:
+            return self.lock, self.sequences
+        return StateDirLock(config.state_dir).acquire(), Sequences(config.state_dir)
+
+    def _refuse(self, what: str, error: Exception) -> bool:
+        log.error("reload: %s (%s); keeping the running configuration", what, describe_failure(error), exc_info=not isinstance(error, ConfigError))
+        self.notifier.status(f"reload refused: {what}: {describe_failure(error)}"[:400])
+        return False
 
     def _availability_for(self, config: AppConfig) -> Availability:
         """The running status connections when they fit ``config``'s broker and prefix, else new ones."""

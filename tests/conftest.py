@@ -249,6 +249,28 @@ def cut_clip(clip: Path, path: Path, start: int = 0, count: int = 40, fps: float
     return path
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk("2m")``: a real file system that fills up, a tmpfs of that size mounted under tmp_path
+    (needs root and CAP_SYS_ADMIN; the test is skipped, saying so, where mounting is impossible)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk-{len(mounted)}"
+        folder.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {result.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 # --- a real RTSP camera: GStreamer's RTSP server under Debian's own python3 -------------------------------------
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer RTSP server
@@ -312,4 +334,3 @@ def rtsp_servers(mjpeg_clip):
 @pytest.fixture
 def rtsp_server(rtsp_servers) -> RtspServer:
     return rtsp_servers()
-

@@ -52,7 +52,7 @@ FEATURE_METRICS = {
 }
 
 # Grafana's built-in variables, as Grafana would substitute them for a short time range
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m", "$camera": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__interval": "5s", "$__range": "5m", "$camera": ".*", "$host": ".*"}
 
 
 def load_dashboard() -> dict:
@@ -99,7 +99,9 @@ def test_dashboard_structure():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["type"] == "datasource" and variables["DS_PROMETHEUS"]["query"] == "prometheus"
     camera = variables["camera"]
-    assert camera["type"] == "query" and camera["query"]["query"] == "label_values(monitor_camera_up, camera)"
+    assert camera["type"] == "query" and camera["query"]["query"] == 'label_values(monitor_camera_up{host=~"$host"}, camera)'
+    assert variables["host"]["query"]["query"] == "label_values(monitor_build_info, host)"  # a label Prometheus adds
+    assert variables["host"]["includeAll"] and variables["host"]["allValue"] == ".*"
     assert camera["datasource"]["uid"] == "${DS_PROMETHEUS}"
     assert camera["includeAll"] and camera["allValue"] == ".*"
     for panel in query_panels(dashboard):
@@ -126,7 +128,7 @@ def test_escalation_panels_and_the_enabled_stat():
     escalation = [p for p in panels.values() if any(feature_of(t["expr"]) == "escalation" for t in p["targets"])]
     assert len(escalation) == 5 and all(no_value_text(p) == "escalation off" for p in escalation)
     stat = panels["Escalation"]
-    assert [t["expr"] for t in stat["targets"]] == ["max(monitor_escalation_enabled)"]
+    assert [t["expr"] for t in stat["targets"]] == ['max(monitor_escalation_enabled{host=~"$host"})']
     (mapping,) = stat["fieldConfig"]["defaults"]["mappings"]
     assert mapping["options"]["0"]["text"] == "escalation off"
 
@@ -413,7 +415,7 @@ def _rules(prometheus: Prometheus) -> list[dict]:
 
 def test_grafana_variables_are_all_substituted():
     for _, expr in dashboard_expressions(load_dashboard()):
-        assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera)\w", expr), expr
+        assert not re.search(r"\$(?!__rate_interval|__interval|__range|camera|host)\w", expr), expr
 
 
 README = ROOT / "README.md"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from monitor.config import EvidenceConfig
-from monitor.evidence import EvidenceStore
+from monitor.evidence import EvidenceStore, mark_jpeg
 
 
 def test_evidence_directory_stays_under_its_size_bound(tmp_path):
@@ -25,7 +25,7 @@ def test_evidence_directory_stays_under_its_size_bound(tmp_path):
 
 def test_evidence_older_than_max_age_is_deleted(tmp_path):
     old = tmp_path / "from-last-year.jpg"
-    old.write_bytes(b"x" * 100)
+    old.write_bytes(mark_jpeg(b"\xff\xd8" + b"x" * 100))  # one of ours (the store's mark): other files are never touched
     os.utime(old, (time.time() - 40 * 86400,) * 2)
     keep = tmp_path / "notes.txt"  # not ours: never touched
     keep.write_text("hello")
@@ -49,9 +49,9 @@ def test_only_jpg_files_are_counted_and_pruned(tmp_path):
     for name in ("notes.txt", "clip.jpeg", "event.part"):
         (tmp_path / name).write_bytes(b"x" * 50_000)
         os.utime(tmp_path / name, (time.time() - 40 * 86400,) * 2)
-    (tmp_path / "earlier.jpg").write_bytes(b"y" * 1000)
+    (tmp_path / "earlier.jpg").write_bytes(earlier := mark_jpeg(b"\xff\xd8" + b"y" * 1000))
     store = EvidenceStore(EvidenceConfig(dir=tmp_path, max_mb=0.01, max_age_days=30, min_free_mb=0))
-    assert store.total_bytes() == 1000
+    assert store.total_bytes() == len(earlier)
     store.save("new", np.zeros((8, 8, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.jpeg", "earlier.jpg", "event.part", "new.jpg", "notes.txt"]
 

@@ -28,7 +28,7 @@ LAYERS = [
     ["monitor.safety"],
     ["monitor.escalation"],
     ["monitor.web", "monitor.pipeline"],
-    ["monitor.service"],
+    ["monitor.service", "monitor.instance"],
     ["monitor.cli", "monitor.__main__", "monitor.tools"],
 ]
 

@@ -13,6 +13,7 @@ from monitor.common import ALL_ZONES
 from monitor.config import ConfigError, MqttConfig, parse_config
 from monitor.frame import CapturedFrame, FrameResult
 from monitor.publishing import CountsTopics, Message
+from monitor.publishing.sequence import Sequence
 from monitor.publishing.topics import bare_filter, bare_topic, status_topic, warn_if_legacy_layout
 
 WALL = 1_700_000_000.25
@@ -36,9 +37,9 @@ STREET = {"lot": {"person": 1}, "path": {"person": 2}, ALL_ZONES: {"person": 3}}
 
 
 def test_seq_grows_by_one_per_message_from_the_given_start():
-    topics = CountsTopics(MqttConfig(), "street", seq=41)
-    seqs = [counts_of(topics.messages(result(STREET)))["seq"] for _ in range(3)]
-    assert seqs == [42, 43, 44] and topics.seq == 44
+    topics = CountsTopics(MqttConfig(), "street", Sequence("street/counts", 1_700_000_000_000, 41))
+    pairs = [(c["epoch"], c["seq"]) for c in (counts_of(topics.messages(result(STREET))) for _ in range(3))]
+    assert pairs == [(1_700_000_000_000, n) for n in (42, 43, 44)] and topics.sequence.current() == (1_700_000_000_000, 44)
     assert counts_of(CountsTopics(MqttConfig(), "street").messages(result(STREET)))["seq"] == 1
 
 
@@ -46,7 +47,7 @@ def test_counts_payload_keys_and_values():
     (counts, *_) = CountsTopics(MqttConfig(prefix="site/a"), "street").messages(result(STREET))
     assert counts.topic == "site/a/street/counts" and counts.retain and counts.qos == 1
     payload = json.loads(counts.payload)
-    assert list(payload) == ["camera", "ts", "seq", "zones", "totals"]
+    assert list(payload) == ["camera", "ts", "epoch", "seq", "zones", "totals"]
     assert payload["camera"] == "street"
     assert payload["ts"] == "2023-11-14T22:13:20.250Z"  # the frame's wall time, not the time of sending
     assert payload["zones"] == {"lot": {"person": 1}, "path": {"person": 2}}

@@ -134,7 +134,7 @@ def test_broker_restart_loses_no_count(tmp_path, persistent_broker, subscriber_f
         time.sleep(1.0)
     finally:
         monitor.stop()
-    last = sqlite3.connect(config.mqtt.outbox.path).execute("SELECT seq FROM seqs WHERE camera='street'").fetchone()[0]
+    last = sqlite3.connect(config.mqtt.outbox.path).execute("SELECT seq FROM sequences WHERE stream='street/counts'").fetchone()[0]
     assert sub.wait_for(lambda s: last in [m["seq"] for m in s.json_on("monitor/street/counts")], 20)
     received = [m["seq"] for m in sub.json_on("monitor/street/counts")]
     by_seq = dedupe_by_seq(sub.json_on("monitor/street/counts"))
@@ -162,7 +162,7 @@ def test_monitor_sigkilled_while_the_broker_is_down_loses_no_count(tmp_path, per
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         stored = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        killed_at_seq = db.execute("SELECT seq FROM seqs WHERE camera='street'").fetchone()[0]
+        killed_at_seq = db.execute("SELECT seq FROM sequences WHERE stream='street/counts'").fetchone()[0]
         db.close()
         assert stored >= 2
     finally:
@@ -178,7 +178,7 @@ def test_monitor_sigkilled_while_the_broker_is_down_loses_no_count(tmp_path, per
     finally:
         if second.poll() is None:
             second.kill()
-    last = sqlite3.connect(config.mqtt.outbox.path).execute("SELECT seq FROM seqs WHERE camera='street'").fetchone()[0]
+    last = sqlite3.connect(config.mqtt.outbox.path).execute("SELECT seq FROM sequences WHERE stream='street/counts'").fetchone()[0]
     assert sub.wait_for(lambda s: last in [m["seq"] for m in s.json_on("monitor/street/counts")], 20)
     by_seq = dedupe_by_seq(sub.json_on("monitor/street/counts"))
     assert sorted(by_seq) == list(range(min(by_seq), last + 1)), "seq contiguous across the SIGKILL"

@@ -29,14 +29,14 @@ def observation(track_ids=(7,), confidence=0.8, ambiguous=False, detail=None) ->
 def test_payload_of_an_active_event():
     e = event(track_ids=[7], confidence=0.81234, ambiguous=False, status="active", detail={"count": 3}, snapshot="/ev/x.jpg",
               boxes=[(10.04, 20.0, 30.0, 80.06)])
-    payload = e.payload("start", seq=4)
+    payload = e.payload("start", epoch=1_700_000_000_000, seq=4)
     assert list(payload) == [
-        "type", "seq", "id", "rule", "kind", "camera", "zone", "track_ids", "status", "verdict", "ambiguous", "confidence",
+        "type", "epoch", "seq", "id", "rule", "kind", "camera", "zone", "track_ids", "status", "verdict", "ambiguous", "confidence",
         "start", "start_s", "last_seen", "end", "end_s", "end_reason", "duration_s", "updates", "snapshot", "boxes", "detail",
         "reviews",
     ]
     assert payload["boxes"] == [[10.0, 20.0, 30.0, 80.1]]  # where the evidence is, in image pixels
-    assert payload["type"] == "start" and payload["seq"] == 4 and payload["id"] == "cam-lot-1"
+    assert payload["type"] == "start" and (payload["epoch"], payload["seq"]) == (1_700_000_000_000, 4) and payload["id"] == "cam-lot-1"
     assert payload["confidence"] == 0.812 and payload["verdict"] == "auto" and payload["status"] == "active"
     assert payload["start"] == "2023-11-14T22:13:20.000Z" and payload["last_seen"] == "2023-11-14T22:13:23.500Z"
     assert payload["start_s"] == 12.0 and payload["duration_s"] == 3.5  # so far: until last seen
@@ -46,7 +46,7 @@ def test_payload_of_an_active_event():
 
 def test_payload_of_an_ended_event_measures_to_its_end():
     e = event(status="ended", end_s=20.25, end_wall=WALL + 8.25, end_reason="cleared")
-    payload = e.payload("end", seq=5)
+    payload = e.payload("end", epoch=1_700_000_000_000, seq=5)
     assert payload["end"] == "2023-11-14T22:13:28.250Z" and payload["end_s"] == 20.25
     assert payload["duration_s"] == 8.25 and payload["end_reason"] == "cleared"
 

@@ -90,7 +90,7 @@ def site(tmp_path_factory, clip, person_model):
             monitor.start()
             frames_seen = watch_the_overview(page, base, monitor)
             monitor.wait(threading.Event())
-            final_seq = monitor.loops["street"].topics.seq
+            final_seq = monitor.loops["street"].topics.sequence.current()[1]
             assert wait_until(lambda: any(c["seq"] == final_seq for c in subscriber.json_on("monitor/street/counts")), WAIT_S), "the last counts"
             shots = tmp_path_factory.mktemp("screenshots")
             yield SimpleNamespace(

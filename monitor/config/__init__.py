@@ -20,6 +20,7 @@ from monitor.config.app import (
     OutboxConfig,
     ServiceConfig,
     TlsConfig,
+    TritonConfig,
     default_state_dir,
 )
 from monitor.config.base import ConfigError, LocatedError, SecretSource, Strict
@@ -52,6 +53,6 @@ __all__ = [
     "LineConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
     "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "StreamSource", "Strict", "TlsConfig",
-    "WebConfig", "ZoneConfig",
+    "TritonConfig", "WebConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "is_file_path", "load_config", "model_labels", "parse_config",
 ]

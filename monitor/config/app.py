@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from monitor.config.base import LocatedError, Name, SecretSource, Strict
+from monitor.config.base import DAY_S, MAX_MB, LocatedError, Name, SecretSource, Strict, has_control_characters, topic_prefix
 from monitor.config.camera import CameraConfig
 from monitor.config.web import WebConfig
 
@@ -33,8 +34,8 @@ class OutboxConfig(Strict):
 
     enabled: bool = True
     path: Path | None = Field(None, description="default: <state_dir>/outbox-<client_id>.sqlite")
-    max_messages: int = Field(100_000, ge=100, description="hard limit; then count history, then the oldest events go")
-    count_history: int = Field(1000, ge=1, description="unsent counts messages kept per topic")
+    max_messages: int = Field(100_000, ge=100, le=100_000_000, description="hard limit; then count history, then the oldest events go")
+    count_history: int = Field(1000, ge=1, le=1_000_000, description="unsent counts messages kept per topic")
     inflight: int = Field(100, ge=1, le=65535, description="messages handed to the broker before their PUBACK")
     synchronous: Literal["full", "normal"] = Field("full", description="full: survives power cuts")
 
@@ -42,27 +43,38 @@ class OutboxConfig(Strict):
 class MqttConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    prefix: str = Field("monitor", pattern=r"^[^#+\s]+$")
-    client_id: str = "monitor"
+    prefix: str = "monitor"
+    client_id: str = Field("monitor", max_length=128, description="also names the outbox file in state_dir")
     username: str | None = None
     password: SecretSource | None = None
     tls: TlsConfig | None = None
     qos: Literal[0, 1, 2] = 1
     keepalive_s: int = Field(30, ge=5, le=3600)
-    heartbeat_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(30.0, gt=0, le=DAY_S)
     bare_topics: bool = Field(True, description="also publish each count as a bare integer on its own topic")
     bare_layout: Literal["count", "legacy"] = Field(
         "count",
         description="count: <prefix>/<camera>/count/<zone>/<class> (one filter, <prefix>/+/count/+/+, selects them all);"
         " legacy: <prefix>/<camera>/<zone>/<class>, deprecated, removed in the next release",
     )
-    queue_size: int = Field(10000, ge=10)
+    queue_size: int = Field(10000, ge=10, le=10_000_000)
     outbox: OutboxConfig = OutboxConfig()
 
-    @field_validator("prefix")
+    _prefix = field_validator("prefix")(classmethod(lambda cls, value: topic_prefix(value)))
+    _host = field_validator("host")(classmethod(lambda cls, value: host_name(value)))
+
+    @field_validator("client_id")
     @classmethod
-    def _strip_slashes(cls, value: str) -> str:
-        return value.strip("/")
+    def _file_name_safe(cls, value: str) -> str:
+        if not value or value in (".", "..") or any(c in value for c in "/\\") or has_control_characters(value):
+            raise ValueError(f"{value!r}: expected a name without '/', '\\' or control characters (it names the outbox file in state_dir)")
+        return value
+
+
+def host_name(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value) or has_control_characters(value):
+        raise ValueError(f"{value!r}: expected a host name or address")
+    return value
 
 
 class MetricsConfig(Strict):
@@ -70,12 +82,37 @@ class MetricsConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
 
+    _host = field_validator("host")(classmethod(lambda cls, value: host_name(value)))
+
 
 # --- models ---------------------------------------------------------------------------------
 
 
+class TritonConfig(Strict):
+    """A model served by an NVIDIA Triton Inference Server (monitor/detection/triton.py), instead of a local file."""
+
+    url: str = Field(description="grpc://host:8001 or http://host:8000")
+    model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the model's name in Triton's repository")
+    version: int | None = Field(None, ge=1, description="default: the version the server's policy picks")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="one request's deadline (also for reaching the server)")
+    wait_at_start: bool = Field(False, description="server or model not ready at start: wait for it (default: an error)")
+
+    @field_validator("url")
+    @classmethod
+    def _grpc_or_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("grpc", "http") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise ValueError(f"expected grpc://host:port or http://host:port, got {value!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {value!r}") from None
+        return value
+
+
 class ModelConfig(Strict):
-    path: Path
+    path: Path | None = Field(None, description="a local model file; or triton")
+    triton: TritonConfig | None = Field(None, description="a model on a Triton Inference Server; or path")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|\d+|mps)$")
     half: bool | None = Field(None, description="FP16 inference; default: on for CUDA, off for CPU")
     imgsz: int = Field(640, ge=32, le=4096)
@@ -93,6 +130,14 @@ class ModelConfig(Strict):
     )
     threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads for CPU inference; default: Ultralytics' (cores - 1, at most 8)")
 
+    @model_validator(mode="after")
+    def _one_place(self) -> ModelConfig:
+        if self.path is None and self.triton is None:
+            raise LocatedError(("path",), "required key is missing (a model file, or triton: a model on a Triton server)")
+        if self.path is not None and self.triton is not None:
+            raise LocatedError(("triton",), "give path (a local model) or triton (a served one), not both")
+        return self
+
     @field_validator("imgsz")
     @classmethod
     def _multiple_of_32(cls, value: int) -> int:
@@ -106,35 +151,32 @@ class EvidenceConfig(Strict):
 
     enabled: bool = True
     dir: Path | None = Field(None, description="default: <state_dir>/evidence; relative: to the config file's folder")
-    max_mb: float = Field(500.0, gt=0)
-    max_age_days: float = Field(30.0, gt=0)
-    min_free_mb: float = Field(200.0, ge=0, description="skip a snapshot when the disk has less free space than this")
+    max_mb: float = Field(500.0, gt=0, le=MAX_MB)
+    max_age_days: float = Field(30.0, gt=0, le=36_500)
+    min_free_mb: float = Field(200.0, ge=0, le=MAX_MB, description="skip a snapshot when the disk has less free space than this")
     jpeg_quality: int = Field(85, ge=10, le=100)
 
 
 class LoggingConfig(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    interval_s: float = Field(10.0, gt=0, description="one line per camera per interval")
+    interval_s: float = Field(10.0, gt=0, le=DAY_S, description="one line per camera per interval")
 
 
 class HomeAssistantConfig(Strict):
     enabled: bool = Field(False, description="publish retained MQTT discovery messages for Home Assistant")
-    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+\s]+$")
+    discovery_prefix: str = "homeassistant"
 
-    @field_validator("discovery_prefix")
-    @classmethod
-    def _strip_slashes(cls, value: str) -> str:
-        return value.strip("/")
+    _prefix = field_validator("discovery_prefix")(classmethod(lambda cls, value: topic_prefix(value)))
 
 
 class CircuitBreakerConfig(Strict):
-    failures: int = Field(5, ge=1, description="consecutive failed calls that open the circuit")
-    cooldown_s: float = Field(120.0, gt=0, description="how long an open circuit refuses calls before one trial")
+    failures: int = Field(5, ge=1, le=10_000, description="consecutive failed calls that open the circuit")
+    cooldown_s: float = Field(120.0, gt=0, le=DAY_S, description="how long an open circuit refuses calls before one trial")
 
 
 class DatasetConfig(Strict):
     dir: Path | None = Field(None, description="save escalated frames here (none: do not save)")
-    max_mb: float = Field(500.0, gt=0, description="oldest saved frames are deleted beyond this size")
+    max_mb: float = Field(500.0, gt=0, le=MAX_MB, description="oldest saved frames are deleted beyond this size")
 
 
 class EscalationConfig(Strict):
@@ -146,16 +188,16 @@ class EscalationConfig(Strict):
     api: Literal["chat", "responses"] = Field("chat", description="Chat Completions (everywhere) or the Responses API")
     api_key: SecretSource | None = Field(None, description="{env: VAR} | {file: path} | {value: ...}; none for local servers")
     on_site: bool | None = Field(None, description="the endpoint is on this site; default: true for loopback/private hosts")
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0, le=3600)
     max_retries: int = Field(2, ge=0, le=10, description="retries on 429/5xx/timeouts, honouring Retry-After")
     image_long_side: int = Field(768, ge=64, le=4096)
     jpeg_quality: int = Field(85, ge=10, le=100)
-    max_output_tokens: int = Field(600, ge=50)
+    max_output_tokens: int = Field(600, ge=50, le=1_000_000)
     temperature: float | None = Field(0.0, ge=0, le=2, description="null: the provider's default (reasoning models)")
-    price_input_per_1m: float = Field(0.15, ge=0, description="money per 1M input tokens")
-    price_output_per_1m: float = Field(0.60, ge=0, description="money per 1M output tokens")
-    price_per_image: float = Field(0.0, ge=0, description="flat money per request image, if the provider bills so")
-    daily_budget: float = Field(1.0, ge=0, description="estimated money per UTC day, all cameras together")
+    price_input_per_1m: float = Field(0.15, ge=0, le=1e6, description="money per 1M input tokens")
+    price_output_per_1m: float = Field(0.60, ge=0, le=1e6, description="money per 1M output tokens")
+    price_per_image: float = Field(0.0, ge=0, le=1e6, description="flat money per request image, if the provider bills so")
+    daily_budget: float = Field(1.0, ge=0, le=1e9, description="estimated money per UTC day, all cameras together")
     queue_size: int = Field(8, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=16)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
@@ -169,7 +211,7 @@ def default_state_dir() -> Path:
 
 
 class ServiceConfig(Strict):
-    watchdog_stall_s: float = Field(120.0, gt=0, description="a camera loop, inference or publisher stuck this long stops the keep-alive")
+    watchdog_stall_s: float = Field(120.0, gt=0, le=DAY_S, description="a camera loop, inference or publisher stuck this long stops the keep-alive")
     secrets_in_readable_config: Literal["refuse", "warn"] = Field(
         "refuse", description="an inline secret in a config file that other users can read"
     )

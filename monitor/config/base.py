@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +11,27 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-Coordinate = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # image pixels, origin top-left
+MAX_PIXELS = 100_000  # no camera frame is wider or taller
+Coordinate = Annotated[float, Field(ge=0, le=MAX_PIXELS, allow_inf_nan=False)]  # image pixels, origin top-left
+DAY_S = 86_400.0  # the upper bound of most durations: longer ones are typos (or .inf)
+MAX_MB = 1_000_000_000.0  # a petabyte: larger sizes are typos (or .inf)
 Point = tuple[Coordinate, Coordinate]
+
+
+def has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def topic_prefix(value: str) -> str:
+    """An MQTT topic prefix without its outer slashes; never empty, never with control characters."""
+    if has_control_characters(value):
+        raise ValueError(f"{value!r}: control characters are not allowed in MQTT topics")
+    if any(c in "#+" or c.isspace() for c in value):
+        raise ValueError(f"{value!r}: expected a topic prefix without '#', '+' or whitespace")
+    value = value.strip("/")
+    if not value:
+        raise ValueError("must not be empty or only '/' (every topic would start at the root)")
+    return value
 
 
 class ConfigError(Exception):
@@ -31,7 +51,7 @@ class LocatedError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf and .nan are never meant
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 
 from monitor.common import ALL_ZONES, RESERVED_TOPIC_NAMES
-from monitor.config.base import ConfigError, LocatedError, Name, Point, SecretSource, Strict
+from monitor.config.base import DAY_S, ConfigError, LocatedError, Name, Point, SecretSource, Strict
 from monitor.config.rules import SafetyRule
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
@@ -77,9 +77,9 @@ class SmoothingConfig(Strict):
 
 
 class ReconnectConfig(Strict):
-    initial_s: float = Field(0.5, gt=0)
-    max_s: float = Field(30.0, gt=0)
-    stall_s: float = Field(10.0, gt=0, description="no frame for this long counts as a drop")
+    initial_s: float = Field(0.5, gt=0, le=DAY_S)
+    max_s: float = Field(30.0, gt=0, le=DAY_S)
+    stall_s: float = Field(10.0, gt=0, le=DAY_S, description="no frame for this long counts as a drop")
 
     @model_validator(mode="after")
     def _ordered(self) -> ReconnectConfig:
@@ -91,7 +91,7 @@ class ReconnectConfig(Strict):
 class MotionConfig(Strict):
     enabled: bool = False
     threshold: float = Field(0.002, ge=0, le=1, description="fraction of changed pixels that counts as motion")
-    keepalive_s: float = Field(2.0, gt=0, description="re-check a still scene at least this often")
+    keepalive_s: float = Field(2.0, gt=0, le=DAY_S, description="re-check a still scene at least this often")
     scale_width: int = Field(160, ge=16, le=1920)
 
 
@@ -99,23 +99,26 @@ class EscalationThresholds(Strict):
     grey_margin: float = Field(0.15, gt=0, le=1, description="a detection this close to its class threshold is unsure")
     grey_classes: list[str] | None = Field(None, description="model classes whose unsure detections count; default: all")
     flicker_window: int = Field(10, ge=2, le=1000, description="frames over which raw count changes are counted")
-    flicker_changes: int = Field(4, ge=1, description="raw count changes in the window that make a frame fully ambiguous")
+    flicker_changes: int = Field(4, ge=1, le=1000, description="raw count changes in the window that make a frame fully ambiguous")
     trigger: float = Field(0.5, gt=0, le=1, description="ambiguity score (0-1) at which a stretch starts")
-    stretch_s: float = Field(2.0, ge=0, description="send the best frame of a stretch after at most this long")
-    cooldown_s: float = Field(60.0, ge=0, description="quiet time after an ambiguity escalation of this camera")
+    stretch_s: float = Field(2.0, ge=0, le=DAY_S, description="send the best frame of a stretch after at most this long")
+    cooldown_s: float = Field(60.0, ge=0, le=DAY_S, description="quiet time after an ambiguity escalation of this camera")
 
 
 class CameraEscalationConfig(Strict):
     enabled: bool = True
     off_site: bool = Field(True, description="frames of this camera may leave the site (false: on-site endpoints only)")
-    max_per_hour: int = Field(30, ge=0)
-    audit_every_s: float | None = Field(3600.0, gt=0, description="escalate a frame this often even when all is clear")
+    max_per_hour: int = Field(30, ge=0, le=1_000_000)
+    audit_every_s: float | None = Field(3600.0, gt=0, le=30 * DAY_S, description="escalate a frame this often even when all is clear")
     thresholds: EscalationThresholds = EscalationThresholds()
     blur_people: bool = Field(False, description="blur the detector's person boxes before the frame leaves the host")
     person_labels: list[str] = Field(["person"], description="labels whose boxes blur_people blurs")
     draw_zones: bool = Field(True, description="outline and name the zones on the image sent")
     policy: Literal["report_only", "override_until_change"] = "report_only"
-    override_max_s: float = Field(600.0, gt=0, description="an override ends after this long even if nothing changed")
+    override_max_s: float = Field(600.0, gt=0, le=DAY_S, description="an override ends after this long even if nothing changed")
+    pixels_per_object: float = Field(
+        400.0, ge=1, le=1e7, description="plausibility of the model's counts: at most one object per this many pixels of a zone"
+    )
 
 
 

@@ -10,29 +10,71 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from monitor.config.app import AppConfig, ModelConfig
+from monitor.config.app import AppConfig, ModelConfig, MqttConfig
 from monitor.config.base import NAME_PATTERN, ConfigError, LocatedError
 from monitor.config.camera import StreamSource
+from monitor.config.host import check_host
 from monitor.config.rules import PersonDownRule
 
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
 def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a YAML config; raise ConfigError naming every problem's key path."""
+    """Read and validate a YAML config; raise ConfigError naming every problem's key path.
+
+    Besides the schema: duplicate keys, and what the host must provide (TLS files that load, a
+    metrics address this host can listen on)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    data = read_yaml(path)
     config = parse_config(data, base_dir=path.parent, source_path=path)
+    problems = check_host(config)
+    if problems:
+        raise ConfigError(problems)
     warning = check_secret_permissions(path, data, config)
     if warning:
         logging.getLogger("monitor").warning("%s", warning)
     return config
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8"]) from None
+    try:
+        duplicates = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if duplicates:
+        raise ConfigError([f"{where}: {problem} in {path}" for where, problem in duplicates])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return data
+
+
+def duplicate_keys(node: yaml.Node | None, where: tuple = ()) -> list[tuple[str, str]]:
+    """Keys given twice in one mapping (YAML would silently keep the last), as (key path, problem)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in first_line:
+                found.append((_dotted(where + (key,)), f"duplicate key (lines {first_line[key]} and {key_node.start_mark.line + 1}; "
+                                                       f"the second would silently replace the first)"))
+            elif key is not None:
+                first_line[key] = key_node.start_mark.line + 1
+            found += duplicate_keys(value_node, where + (key,))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += duplicate_keys(item, where + (index,))
+    return found
 
 
 def parse_config(data: dict, base_dir: Path = Path("."), source_path: Path | None = None) -> AppConfig:
@@ -80,7 +122,6 @@ def _dotted(loc: tuple) -> str:
 
 
 PATTERN_MEANINGS = {
-    r"^[^#+\s]+$": "expected a topic prefix without '#', '+' or whitespace",
     r"^(auto|cpu|cuda(:\d+)?|\d+|mps)$": "expected auto, cpu, cuda, cuda:N, a GPU index N or mps",
 }
 
@@ -99,20 +140,18 @@ def _message(error: dict) -> str:
 
 
 def _resolve_paths(config: AppConfig, base_dir: Path) -> AppConfig:
-    """What the monitor reads (models, file sources, ``state_dir`` itself) is relative to the config file's folder;
-    what it writes (outbox, evidence, escalated frames) is relative to ``state_dir``, which is writable under
+    """What the monitor reads (models, file sources, TLS files, ``state_dir`` itself) is relative to the config file's
+    folder; what it writes (outbox, evidence, escalated frames) is relative to ``state_dir``, which is writable under
     the systemd unit while the config folder is not. Every path comes out absolute."""
     base_dir = base_dir.absolute()
     models = {
-        name: model.model_copy(update={"path": _relative_to(base_dir, model.path)}) for name, model in config.models.items()
+        name: model.model_copy(update={"path": _relative_to(base_dir, model.path) if model.path else None})
+        for name, model in config.models.items()
     }
     cameras = {name: camera.model_copy(update={"source": _source_path(base_dir, camera.source)}) for name, camera in config.cameras.items()}
     _check_file_sources(cameras)
     state_dir = _relative_to(base_dir, config.state_dir)
-    update = {"models": models, "cameras": cameras, "state_dir": state_dir}
-    outbox = config.mqtt.outbox
-    outbox_path = _relative_to(state_dir, outbox.path) if outbox.path else state_dir / f"outbox-{config.mqtt.client_id}.sqlite"
-    update["mqtt"] = config.mqtt.model_copy(update={"outbox": outbox.model_copy(update={"path": outbox_path})})
+    update = {"models": models, "cameras": cameras, "state_dir": state_dir, "mqtt": _resolve_mqtt(config, base_dir, state_dir)}
     if config.escalation and config.escalation.dataset.dir:
         dataset = config.escalation.dataset.model_copy(update={"dir": _relative_to(state_dir, config.escalation.dataset.dir)})
         update["escalation"] = config.escalation.model_copy(update={"dataset": dataset})
@@ -135,6 +174,16 @@ def _check_file_sources(cameras: dict) -> None:
 def is_file_path(source: object) -> bool:
     """A source that names a video file (a path or file:// URL), not a stream or a device."""
     return isinstance(source, str) and ("://" not in source or source.startswith("file://")) and not source.startswith("/dev/")
+
+
+def _resolve_mqtt(config: AppConfig, base_dir: Path, state_dir: Path) -> MqttConfig:
+    mqtt, outbox = config.mqtt, config.mqtt.outbox
+    path = _relative_to(state_dir, outbox.path) if outbox.path else state_dir / f"outbox-{mqtt.client_id}.sqlite"
+    update: dict = {"outbox": outbox.model_copy(update={"path": path})}
+    if mqtt.tls:
+        files = {key: _relative_to(base_dir, getattr(mqtt.tls, key)) for key in TLS_FILES if getattr(mqtt.tls, key)}
+        update["tls"] = mqtt.tls.model_copy(update=files)
+    return mqtt.model_copy(update=update)
 
 
 def check_secret_permissions(path: Path, data: dict, config: AppConfig) -> str | None:

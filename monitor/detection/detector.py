@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.config import ConfigError, ModelConfig, model_labels
+from monitor.config import ModelConfig, model_labels
 from monitor.detection.engines import EngineError, prepare
 from monitor.detection.preprocess import BatchBuffer, Letterbox, LetterboxSpec, PreparedImage
 from monitor.frame import Boxes
@@ -39,6 +39,19 @@ def choose_device(requested: str) -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(name: str, device: str) -> None:
+    """A CUDA device that this machine does not have is a configuration error, not a crash at the first frame."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        have = f"CUDA devices cuda:0 to cuda:{count - 1}" if count else "no usable CUDA device"
+        raise ModelLoadError(f"models.{name}.device: {device} does not exist (this machine has {have}); use auto or cpu")
 
 
 def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool = False):
@@ -83,19 +96,25 @@ class ClassThresholds:
 class Detector:
     """One loaded model and its settings. Only the inference worker's thread calls ``predict``."""
 
+    parallel_batches = 1  # batches that may run at once: one device and one reused host buffer
+
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.config = config
         self.device = choose_device(config.device)
+        check_device(name, self.device)
         self.half = config.half if config.half is not None else self.device.startswith("cuda")
         self.model = load_model(name, config, self.device, self.half)
         self.is_pytorch = Path(self.model.ckpt_path or "").suffix == ".pt"
-        self.class_names = [self.model.names[i] for i in sorted(self.model.names)]
-        self.labels = [config.aliases.get(c, c) for c in self.class_names]  # per class id
-        self.label_set = model_labels(config, self.class_names)
-        self.thresholds = ClassThresholds.build(config, self.class_names)
+        self._know_classes([self.model.names[i] for i in sorted(self.model.names)])
         self.batch_buffer = BatchBuffer(config.max_batch)
         self.input = _input_spec(self._backend(), config.imgsz)
+
+    def _know_classes(self, class_names: list[str]) -> None:
+        self.class_names = class_names
+        self.labels = [self.config.aliases.get(c, c) for c in class_names]  # per class id
+        self.label_set = model_labels(self.config, class_names)
+        self.thresholds = ClassThresholds.build(self.config, class_names)
 
     def use_cpu(self) -> None:
         """After a GPU failure: run on the CPU from the next call (Ultralytics sets its device up once)."""
@@ -150,8 +169,12 @@ class Detector:
             self.config.iou,
             agnostic=self.config.agnostic_nms,
             max_det=MAX_DETECTIONS,
-            end2end=getattr(self._backend(), "end2end", False),
+            end2end=self._end2end(),
         )
+
+    def _end2end(self) -> bool:
+        """Whether the model already ran NMS (YOLOv10/26-style heads): then NMS only picks the top boxes."""
+        return getattr(self._backend(), "end2end", False)
 
     @staticmethod
     def read_back(kept: list, prepared: list[PreparedImage]) -> list[Boxes]:
@@ -192,16 +215,3 @@ def _to_boxes(rows: np.ndarray, box: Letterbox) -> Boxes:
         rows[:, 5].astype(np.int32),
         np.full(len(rows), -1, np.int64),
     )
-
-
-def load_detectors(models: dict[str, ModelConfig], used: set[str]) -> dict[str, Detector]:
-    """Load every model a camera uses; all load errors are reported together."""
-    detectors, problems = {}, []
-    for name in sorted(used):
-        try:
-            detectors[name] = Detector(name, models[name])
-        except ModelLoadError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError(problems)
-    return detectors

@@ -83,7 +83,7 @@ class Budget:
 
     def settle(self, reserved: float, actual: float) -> None:
         with self._lock:
-            self._spent = max(0.0, self._spent - reserved + actual)
+            self._spent = max(0.0, self._spent - reserved + max(0.0, actual))
             self._save()
 
     @property

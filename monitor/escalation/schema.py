@@ -1,5 +1,7 @@
 """The answer's JSON schema (strict mode: everything required, no extra keys) and its validation. The model's
-answer is hostile input: anything outside the schema is rejected and never used."""
+answer is hostile input: bounded in size, inside the schema, counts that are true integers and plausible for
+the frame (at most one object per ``pixels_per_object`` of a zone's area), each event reviewed at most once,
+free text cut to length and stripped of control characters; anything else is rejected and never used."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ from dataclasses import dataclass
 
 import jsonschema
 
-from monitor.common import ALL_ZONES
+from monitor.common import ALL_ZONES, clean_text
 from monitor.frame import Counts
+from monitor.geometry import area_in_image
 
 MAX_SANE_COUNT = 10000
+MAX_ANSWER_CHARS = 100_000  # a schema-shaped answer is a few kB; more is an endpoint out of bounds
 DESCRIPTION_CHARS = 500
+NOTE_CHARS = 300
 
 
 def answer_schema(labels: list[str], zone_labels: dict[str, list[str]], event_ids: list[str]) -> dict:
@@ -57,8 +62,8 @@ def answer_schema(labels: list[str], zone_labels: dict[str, list[str]], event_id
 
 class AnswerRejected(Exception):
     def __init__(self, kind: str, detail: str):
-        self.kind = kind  # "malformed" (not JSON) or "invalid" (JSON outside the schema)
-        super().__init__(detail)
+        self.kind = kind  # "malformed" (not JSON) or "invalid" (JSON outside the schema, or implausible)
+        super().__init__(clean_text(detail, 300))  # it may quote the answer
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,19 @@ class ModelAnswer:
     description: str
 
 
-def parse_answer(content: str | None, schema: dict, event_ids: set[str]) -> ModelAnswer:
-    """Parse and validate the model's message; anything outside the schema is rejected, never trusted."""
+def count_limits(zones: dict[str, list], width: int, height: int, pixels_per_object: float) -> dict[str, int]:
+    """The most objects that can plausibly be counted per zone (and ``ALL_ZONES``) of a ``width`` x ``height`` frame."""
+    limits = {zone: int(area_in_image(polygon, width, height) // pixels_per_object) for zone, polygon in zones.items()}
+    limits[ALL_ZONES] = int(width * height // pixels_per_object)
+    return {zone: max(1, min(MAX_SANE_COUNT, n)) for zone, n in limits.items()}
+
+
+def parse_answer(content: str | None, schema: dict, event_ids: set[str], limits: dict[str, int] | None = None) -> ModelAnswer:
+    """Parse and validate the model's message; anything outside the schema or implausible is rejected, never trusted."""
     if not content or not content.strip():
         raise AnswerRejected("malformed", "empty answer")
+    if len(content) > MAX_ANSWER_CHARS:
+        raise AnswerRejected("malformed", f"answer of {len(content)} characters (at most {MAX_ANSWER_CHARS})")
     text = content.strip()
     if text.startswith("```"):  # some local servers wrap JSON in a code fence despite the schema
         text = text.strip("`").removeprefix("json").strip()
@@ -85,9 +99,21 @@ def parse_answer(content: str | None, schema: dict, event_ids: set[str]) -> Mode
         where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
         raise AnswerRejected("invalid", f"{where}: {exc.message}") from None
     counts: Counts = {ALL_ZONES: data["totals"], **data["zones"]}
-    if any(n > MAX_SANE_COUNT for per_label in counts.values() for n in per_label.values()):
-        raise AnswerRejected("invalid", f"a count above {MAX_SANE_COUNT}")
+    check_counts(counts, limits or {})
     events = [e for e in data["events"] if e["id"] in event_ids]
     if len({e["id"] for e in events}) != len(events):
         raise AnswerRejected("invalid", "an event answered twice")
-    return ModelAnswer(counts, events, data["description"][:DESCRIPTION_CHARS])
+    events = [{"id": e["id"], "real": e["real"], "note": clean_text(e["note"], NOTE_CHARS)} for e in events]
+    return ModelAnswer(counts, events, clean_text(data["description"], DESCRIPTION_CHARS))
+
+
+def check_counts(counts: Counts, limits: dict[str, int]) -> None:
+    """True integers (JSON ``2.0`` passes jsonschema's "integer"), and no more than fit in the zone."""
+    for zone, per_label in counts.items():
+        where = "totals" if zone == ALL_ZONES else f"zones/{zone}"
+        limit = limits.get(zone, MAX_SANE_COUNT)
+        for label, n in per_label.items():
+            if type(n) is not int:
+                raise AnswerRejected("invalid", f"{where}/{label}: {n!r} is not an integer")
+            if n > limit:
+                raise AnswerRejected("invalid", f"{where}/{label}: {n} is implausible (at most {limit} fit)")

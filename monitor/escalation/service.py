@@ -12,15 +12,18 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from monitor.common import clean_text
 from monitor.config import AppConfig, ConfigError, EscalationConfig
-from monitor.escalation.client import ModelClient, classify_error, endpoint_on_site
+from monitor.escalation.client import ModelClient, RawAnswer, classify_error, endpoint_on_site
 from monitor.escalation.limits import Budget, CircuitBreaker
 from monitor.escalation.prompt import EncodedImage, build_prompt, encode_image, image_tokens, money
 from monitor.escalation.records import DatasetWriter
 from monitor.escalation.request import EscalationOutcome, EscalationRequest
-from monitor.escalation.schema import AnswerRejected, answer_schema, parse_answer
+from monitor.escalation.schema import AnswerRejected, answer_schema, count_limits, parse_answer
 
 log = logging.getLogger(__name__)
+
+MAX_TOKENS = 10_000_000  # a usage figure beyond this (or negative, or not an integer) is the endpoint lying
 
 
 class EscalationEvents(Protocol):
@@ -61,7 +64,11 @@ class EscalationService:
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self.close()
+
+    def close(self) -> None:
         self.client.close()
 
     def submit(self, request: EscalationRequest) -> None:
@@ -124,21 +131,23 @@ class EscalationService:
             kind = classify_error(exc)
             # a timed-out call may still be billed; refused and unreachable ones are not
             cost = estimate if kind == "timeout" else 0.0
-            log.warning("escalation for camera %s failed (%s): %s", request.camera, kind, exc)
-            return EscalationOutcome(request, kind, latency_s=time.monotonic() - started, cost=cost, error=str(exc)[:300])
-        latency = time.monotonic() - started
-        tokens_in = response.input_tokens or est_in
-        tokens_out = response.output_tokens or est_out
-        outcome = EscalationOutcome(
-            request, "ok", latency_s=latency, cost=money(self.config, tokens_in, tokens_out), input_tokens=tokens_in,
-            output_tokens=tokens_out,
-        )
+            error = clean_text(str(exc), 300)
+            log.warning("escalation for camera %s failed (%s): %s", request.camera, kind, error)
+            return EscalationOutcome(request, kind, latency_s=time.monotonic() - started, cost=cost, error=error)
+        outcome = EscalationOutcome(request, "ok", latency_s=time.monotonic() - started, cost=estimate,
+                                    input_tokens=est_in, output_tokens=est_out)
         try:
+            tokens_in, tokens_out = checked_usage(response, est_in, est_out)
+            outcome.input_tokens, outcome.output_tokens = tokens_in, tokens_out
+            outcome.cost = money(self.config, tokens_in, tokens_out)
             if response.refusal:
                 raise AnswerRejected("malformed", f"refused: {response.refusal}")
-            outcome.answer = parse_answer(response.content, schema, set(request.event_ids))
+            height, width = request.image.shape[:2]
+            zones = {name: zone["polygon"] for name, zone in request.brief.zones.items()}
+            limits = count_limits(zones, width, height, request.brief.config.pixels_per_object)
+            outcome.answer = parse_answer(response.content, schema, set(request.event_ids), limits)
         except AnswerRejected as exc:
-            outcome.outcome, outcome.error = exc.kind, str(exc)[:300]
+            outcome.outcome, outcome.error = exc.kind, str(exc)
             log.warning("escalation answer for camera %s rejected (%s): %s", request.camera, exc.kind, exc)
         return outcome
 
@@ -155,6 +164,20 @@ class EscalationService:
         except OSError as exc:
             log.warning("cannot save escalated frame of camera %s: %s", request.camera, exc)
 
+
+
+def checked_usage(response: RawAnswer, est_in: int, est_out: int) -> tuple[int, int]:
+    """The token usage the endpoint reports (the estimate where it reports none); anything but a plausible
+    count makes the answer invalid, and the call is then billed at its estimate."""
+    checked = []
+    for name, reported, estimated in (("input", response.input_tokens, est_in), ("output", response.output_tokens, est_out)):
+        if reported is None:
+            checked.append(estimated)
+        elif type(reported) is not int or not 0 <= reported <= MAX_TOKENS:
+            raise AnswerRejected("invalid", f"usage: {name} tokens {reported!r} is not a count of tokens")
+        else:
+            checked.append(reported or estimated)
+    return checked[0], checked[1]
 
 
 def build_service(app: AppConfig, metrics: EscalationEvents) -> EscalationService | None:

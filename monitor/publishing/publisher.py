@@ -1,8 +1,9 @@
 """The publisher: owns the MQTT connection (paho-mqtt 2.x) and sends every message off the frame path.
 
 QoS 1/2 messages go through the durable outbox (``monitor.publishing.outbox``) and leave it only on the
-broker's acknowledgement. The ``status`` topics and their last wills have connections of their own
-(``monitor.publishing.availability``).
+broker's acknowledgement (``monitor.publishing.drain``). The ``status`` topics and their last wills have
+connections of their own (``monitor.publishing.availability``). A broker that cannot be reached, refuses us
+or never answers our CONNECT is logged once per reason until a connection works.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Callable, Protocol
 import paho.mqtt.client as mqtt
 
 from monitor.config import ConfigError, MqttConfig
+from monitor.publishing.drain import OutboxDrain
 from monitor.publishing.message import Message
-from monitor.publishing.outbox import NullOutboxEvents, OutboxDrain, OutboxError, OutboxEvents, open_outbox
+from monitor.publishing.outbox import NullOutboxEvents, OutboxError, OutboxEvents, SeqListener, open_outbox
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,13 @@ def explain_connect_failure(config: MqttConfig) -> str:
 class Publisher:
     """Owns the MQTT connection; a sender thread drains a bounded queue of messages."""
 
-    def __init__(self, config: MqttConfig, events: PublishEvents | None = None, tap: MessageTap | None = None):
+    def __init__(
+        self,
+        config: MqttConfig,
+        events: PublishEvents | None = None,
+        seq_listener: SeqListener | None = None,
+        tap: MessageTap | None = None,
+    ):
         self.config = config
         self.events = events or NullPublishEvents()
         self.tap = tap or NullMessageTap()
@@ -105,10 +113,16 @@ class Publisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
         try:
-            self.outbox = open_outbox(config.outbox, self.events)
+            self.outbox = open_outbox(config.outbox, self.events, seq_listener)
         except OutboxError as exc:
             raise ConfigError([f"state_dir: {exc}"]) from None
-        self._drain = OutboxDrain(self.outbox, self._client, config.outbox.inflight) if self.outbox else None
+        self._drain = (
+            OutboxDrain(self.outbox, self._client, config.outbox.inflight, config.queue_size, lambda: self._count("dropped"))
+            if self.outbox else None
+        )
+        self._connect_problem: str | None = None  # the last one logged; None once connected
+        self._refused = False  # the broker answered CONNECT with a refusal (paho then disconnects)
+        self._stopping = False
         self._client.max_inflight_messages_set(config.outbox.inflight)
         self._stop_deadline = 0.0
         self._outbox_reported = 0.0
@@ -125,6 +139,8 @@ class Publisher:
         return f"{self.config.host}:{self.config.port}"
 
     def start(self) -> None:
+        if self.outbox:
+            self.outbox.refresh()
         self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self._client.loop_start()
         self._thread.start()
@@ -139,9 +155,10 @@ class Publisher:
 
     def _publish_one(self, message: Message) -> None:
         if self._drain and message.qos > 0:
-            if self.outbox.add(message.topic, message.payload, message.qos, message.retain, message.kind) is not None:
-                self._wake()
-                return
+            if self.outbox.add(message.topic, message.payload, message.qos, message.retain, message.kind) is None:
+                self._drain.hold(message, self.outbox.last_id)
+            self._wake()
+            return
         while True:
             try:
                 self._queue.put_nowait(message)
@@ -157,7 +174,11 @@ class Publisher:
         for message in messages:
             self.tap.message(message)
         durable = [m for m in messages if m.qos > 0] if self._drain else []
-        if durable and self.outbox.add_many(durable):
+        if durable:
+            if not self.outbox.add_many(durable):
+                after_id = self.outbox.last_id
+                for message in durable:
+                    self._drain.hold(message, after_id)
             self._wake()
             messages = [m for m in messages if m.qos == 0]
         for message in messages:
@@ -174,11 +195,30 @@ class Publisher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is queued (bounded by ``timeout``), disconnect."""
+        self._stopping = True
         self._stop_deadline = time.monotonic() + max(0.5, timeout - 1.0)
         self._queue.put(None)
         self._thread.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
+        if self._drain:
+            self._store_held()
+        self.close()
+
+    def _store_held(self) -> None:
+        """Messages held in memory that the broker never took: stored if nothing was stored after them (order)."""
+        held = self._drain.take_held()
+        if not held:
+            return
+        if held[0].after_id >= self.outbox.last_id and self.outbox.add_many([h.message for h in held]):
+            log.warning("stored %d messages that were held in memory while the outbox could not write", len(held))
+            return
+        log.error("%d messages held in memory while the outbox could not write never reached the broker: lost", len(held))
+        for _ in held:
+            self._count("dropped")
+
+    def close(self) -> None:
+        """Release the outbox (also for a publisher that was built but never started)."""
         if self.outbox:
             self.outbox.close()
 
@@ -227,8 +267,10 @@ class Publisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT broker %s refused the connection: %s", self.where, reason_code)
+            self._refused = True
+            self._connect_failed(f"MQTT broker {self.where} refused the connection: {reason_code}", logging.ERROR)
             return
+        self._connect_problem = None
         log.info("MQTT connected to %s", self.where)
         self.connected.set()
         for hook in self.on_connect:
@@ -238,11 +280,24 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("MQTT disconnected from %s: %s", self.where, reason_code)
+        elif not self._refused and not self._stopping:
+            # TCP (and TLS) worked but no CONNACK came (paho waits one keep-alive): not an MQTT broker, or a hung one
+            self._connect_failed(
+                f"MQTT broker {self.where} accepted the connection but never answered CONNECT ({reason_code}, "
+                f"keep-alive {self.config.keepalive_s}s): is it an MQTT broker, and does it expect TLS? Retrying"
+            )
+        self._refused = False
         self.connected.clear()
         self.events.mqtt_state(False)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("MQTT cannot connect to %s (%s); retrying", self.where, explain_connect_failure(self.config))
+        self._connect_failed(f"MQTT cannot connect to {self.where} ({explain_connect_failure(self.config)}); retrying")
+
+    def _connect_failed(self, problem: str, level: int = logging.WARNING) -> None:
+        """Once per problem until a connection works, not at every retry."""
+        if problem != self._connect_problem:
+            self._connect_problem = problem
+            log.log(level, "%s", problem)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         if self._drain and not reason_code.is_failure:

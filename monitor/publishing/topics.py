@@ -1,4 +1,5 @@
-"""A camera's topics and count messages: the retained ``counts`` JSON (with ``seq``) and the bare integer topics.
+"""A camera's topics and count messages: the retained ``counts`` JSON (with ``epoch`` and ``seq``) and the bare
+integer topics.
 
 Bare values, ``count`` layout (the default): ``<prefix>/<camera>/count/<zone>/<class>`` and
 ``<prefix>/<camera>/count/_total/<class>``, so the one filter ``<prefix>/+/count/+/+`` selects every bare value of
@@ -15,6 +16,7 @@ from monitor.common import ALL_ZONES, TOTAL_ZONE_TOPIC, TOTALS_TOPIC, iso_utc
 from monitor.config import MqttConfig
 from monitor.frame import FrameResult
 from monitor.publishing.message import Message
+from monitor.publishing.sequence import COUNTS, Sequence, new_sequence, stream_name
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +59,21 @@ def warn_if_legacy_layout(config: MqttConfig) -> None:
 class CountsTopics:
     """Builds a camera's count messages; tracks seq and which bare values changed."""
 
-    def __init__(self, config: MqttConfig, camera: str, seq: int = 0):
+    def __init__(self, config: MqttConfig, camera: str, sequence: Sequence | None = None):
         self.config = config
         self.camera = camera
-        self.seq = seq  # the last seq sent; the outbox keeps it across restarts
+        self.sequence = sequence or new_sequence(stream_name(camera, COUNTS))  # kept across restarts by Sequences
         self._last_bare: dict[str, int] = {}
 
     def messages(self, result: FrameResult, extra: dict | None = None, force_bare: bool = False) -> list[Message]:
-        self.seq += 1
+        epoch, seq = self.sequence.next()
         zones = {zone: dict(per_label) for zone, per_label in result.counts.items() if zone != ALL_ZONES}
         totals = dict(result.counts.get(ALL_ZONES, {}))
         payload = {
             "camera": self.camera,
             "ts": iso_utc(result.frame.wall_time),
-            "seq": self.seq,
+            "epoch": epoch,
+            "seq": seq,
             "zones": zones,
             "totals": totals,
         }

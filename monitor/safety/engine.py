@@ -26,12 +26,13 @@ from typing import Protocol
 import numpy as np
 
 from monitor.annotate import annotate
-from monitor.common import iso_utc
+from monitor.common import clean_text, iso_utc
 from monitor.config import CameraConfig, MqttConfig
 from monitor.evidence import EvidenceStore
 from monitor.frame import Boxes, FrameResult
 from monitor.geometry import zone_membership
 from monitor.publishing.message import Message
+from monitor.publishing.sequence import ACTIVE, EVENTS, Sequence, new_sequence, stream_name
 from monitor.safety.events import OpenEvent, SafetyEvent
 from monitor.safety.rules import FrameView, Key, Observation, StaleCameraRuleEval, build_rule
 from monitor.safety.subjects import Cooldown, RuleState
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_QOS = 1
 UPDATE_MIN_INTERVAL_S = 1.0  # at most one "update" per event per second of stream time
+REVIEWS_KEPT = 5  # per event, the latest: every review is in the payload and the retained active set
+NOTE_CHARS = 300  # a review's note, as published
 
 
 class SafetyMetrics(Protocol):
@@ -67,6 +70,8 @@ class SafetyEngine:
         class_names: list[str],
         evidence: EvidenceStore | None = None,
         metrics: SafetyMetrics | None = None,
+        event_seq: Sequence | None = None,
+        active_seq: Sequence | None = None,
     ):
         self.camera = camera
         self.class_names = class_names
@@ -77,7 +82,8 @@ class SafetyEngine:
         self.states = [RuleState(build_rule(rule, self.zone_polygons, config.anchor)) for rule in config.safety]
         self.topic = f"{mqtt.prefix}/{camera}/events"
         self.active_topic = f"{self.topic}/active"
-        self.seq = 0
+        self.event_seq = event_seq or new_sequence(stream_name(camera, EVENTS))
+        self.active_seq = active_seq or new_sequence(stream_name(camera, ACTIVE))
         self._lock = threading.Lock()
         self._t = -1e18  # stream time of the latest evaluation (never goes back)
         self._offset = 0.0  # added to frame times once ticks have run ahead of them
@@ -246,7 +252,8 @@ class SafetyEngine:
                 return []
             state, event = found
             wall = time.time()
-            event.reviews.append({"real": bool(real), "note": note, "source": source, "at": iso_utc(wall)})
+            review = {"real": bool(real), "note": clean_text(str(note), NOTE_CHARS), "source": source, "at": iso_utc(wall)}
+            event.reviews[:] = (event.reviews + [review])[-REVIEWS_KEPT:]
             event.verdict = "confirmed" if real else "dismissed"
             if event.status == "active":
                 out = [self._update(event, self._t)]
@@ -286,17 +293,19 @@ class SafetyEngine:
     # --- messages, evidence, metrics -------------------------------------------------------------
 
     def _message(self, event: SafetyEvent, kind: str) -> Message:
-        self.seq += 1
-        return Message(self.topic, json.dumps(event.payload(kind, self.seq), separators=(",", ":")), EVENTS_QOS, False)
+        epoch, seq = self.event_seq.next()
+        return Message(self.topic, json.dumps(event.payload(kind, epoch, seq), separators=(",", ":")), EVENTS_QOS, False)
 
     def _active_if_changed(self, out: list[Message]) -> list[Message]:
         return [self._active_message()] if any(m.topic == self.topic for m in out) else []
 
     def _active_message(self) -> Message:
-        active = [e.payload("active", self.seq) for s in self.states for e in s.events.values() if e.status == "active"]
+        """The retained active set, numbered on its own stream: a re-sent retained copy repeats its (epoch, seq)."""
+        active = [e.payload("active", 0, 0) for s in self.states for e in s.events.values() if e.status == "active"]
         for item in active:
-            del item["type"], item["seq"]
-        body = {"camera": self.camera, "count": len(active), "events": active}
+            del item["type"], item["epoch"], item["seq"]
+        epoch, seq = self.active_seq.next()
+        body = {"camera": self.camera, "epoch": epoch, "seq": seq, "ts": iso_utc(time.time()), "count": len(active), "events": active}
         return Message(self.active_topic, json.dumps(body, separators=(",", ":")), EVENTS_QOS, True)
 
     def _report_active(self, state: RuleState) -> None:

@@ -73,9 +73,10 @@ class SafetyEvent:
         if image is not None:
             self.image = image
 
-    def payload(self, kind: str, seq: int) -> dict:
+    def payload(self, kind: str, epoch: int, seq: int) -> dict:
         return {
             "type": kind,
+            "epoch": epoch,
             "seq": seq,
             "id": self.id,
             "rule": self.rule,

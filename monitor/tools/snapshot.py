@@ -19,7 +19,7 @@ from monitor.capture import describe_source, open_capture, valid_image
 from monitor.common import ALL_ZONES
 from monitor.config import AppConfig, CameraConfig, ConfigError, is_file_path
 from monitor.counting import raw_counts, zone_labels
-from monitor.detection.detector import Detector
+from monitor.detection.loading import build_detector
 from monitor.frame import Boxes, Counts
 from monitor.tracking import ZoneMap
 
@@ -77,7 +77,7 @@ def take_snapshot(app: AppConfig, camera_name: str, skip: int = 0, grid: int = 0
     """Grab a frame, run the camera's model and zones on it (no tracking: a single frame) and draw the result."""
     camera = app.cameras[camera_name]
     raw = grab_frame(camera, skip)
-    detector = Detector(camera.model, app.models[camera.model])
+    detector = build_detector(camera.model, app.models[camera.model])
     detections = detector.predict([raw])[0]
     passing = detector.thresholds.passing(detections)
     objects, weak = detections.select(passing), detections.select(~passing)
