@@ -223,6 +223,21 @@ def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> 
     return data
 
 
+@pytest.fixture
+def ice_store_example(tmp_path) -> Path:
+    """examples/ice-store.yaml in its place in a copy of the checkout, after the README's
+    `monitor generate clip data/ice-store.avi` (two frames here): a file source must exist to load."""
+    from monitor.tools import icegen
+
+    checkout = tmp_path / "checkout"
+    (checkout / "examples").mkdir(parents=True)
+    (checkout / "models").symlink_to(ROOT / "models")
+    icegen.write_clip(checkout / "data" / "ice-store.avi", seed=6, n_frames=2, fps=1)
+    example = checkout / "examples" / "ice-store.yaml"
+    example.write_text((ROOT / "examples" / "ice-store.yaml").read_text())
+    return example
+
+
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
     import yaml
 

@@ -119,13 +119,8 @@ def test_published_counts_are_the_pipeline_counts(held_out):
     assert subscriber.on("ice/store/count/floor/ice_bag")[-1] == str(counts[FRAMES - 1]["floor"])
 
 
-def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
-    checkout = tmp_path / "checkout"  # the example in its place, after `monitor generate clip data/ice-store.avi`
-    (checkout / "examples").mkdir(parents=True)
-    (checkout / "models").symlink_to(ROOT / "models")
-    icegen.write_clip(checkout / "data" / "ice-store.avi", seed=6, n_frames=2, fps=1)
-    (checkout / "examples" / "ice-store.yaml").write_text(EXAMPLE.read_text())
-    config = load_config(checkout / "examples" / "ice-store.yaml")
+def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys, ice_store_example):
+    config = load_config(ice_store_example)
     store = config.cameras["store"]
     assert set(store.zones) == {"cart", "floor", "storage"}
     expected = icegen.scene_zones(640, 480)
@@ -141,7 +136,7 @@ def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
     data["state_dir"] = str(tmp_path / "state")
     data["escalation"]["dataset"]["dir"] = str(tmp_path / "escalations")
     data["models"]["bags"]["path"] = str(MODEL)
-    data["cameras"]["store"]["source"] = str(checkout / "data" / "ice-store.avi")
+    data["cameras"]["store"]["source"] = str(ice_store_example.parent.parent / "data" / "ice-store.avi")
     assert main(["check", "--config", str(write_config(tmp_path, data))]) == 0
     assert "OK (1 cameras, 1 models)" in capsys.readouterr().out
 
