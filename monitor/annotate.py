@@ -18,6 +18,7 @@ from monitor.frame import Boxes, Counts
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, RED = (255, 255, 255), (0, 0, 0), (0, 0, 255)
 BOX_COLOUR = (0, 200, 0)
+FAINT = (150, 150, 150)
 PALETTE = [(255, 191, 0), (0, 215, 255), (180, 105, 255), (0, 165, 255), (255, 255, 0), (147, 20, 255), (50, 205, 154)]
 
 Polygon = Sequence[Sequence[float]] | np.ndarray
@@ -89,6 +90,14 @@ def draw_boxes(image: np.ndarray, objects: Boxes, labels: Sequence[str], highlig
         text = f"{label} {objects.conf[row]:.2f}" + (f" #{track_id}" if track_id >= 0 else "")
         highlight = track_id >= 0 and track_id in highlight_tracks
         draw_box(image, objects.xyxy[row], text, RED if highlight else BOX_COLOUR, thickness=3 if highlight else 2)
+
+
+def draw_faint_boxes(image: np.ndarray, boxes: Boxes, labels: Sequence[str]) -> None:
+    """Boxes that are not counted (below their class threshold): thin, grey, with their confidence."""
+    for row in range(len(boxes)):
+        class_id = int(boxes.class_id[row])
+        label = labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
+        draw_box(image, boxes.xyxy[row], f"{label} {boxes.conf[row]:.2f}", FAINT, thickness=1)
 
 
 def draw_box(image: np.ndarray, xyxy: Sequence[float], text: str, colour: tuple[int, int, int], thickness: int = 2) -> None:

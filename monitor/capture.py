@@ -15,7 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from monitor.config import CameraConfig
+from monitor.config import CameraConfig, ConfigError, StreamSource, is_file_path
 from monitor.frame import CapturedFrame
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,6 @@ class Backoff:
         self.failures = 0
 
 
-def is_file_source(source: str | int) -> bool:
-    return isinstance(source, str) and ("://" not in source or source.startswith("file://")) and not source.startswith("/dev/")
-
-
 def open_capture(source: str | int, stall_s: float = OPEN_TIMEOUT_MS / 1000) -> cv2.VideoCapture:
     quiet_native_logs()
     if isinstance(source, int):
@@ -84,9 +80,10 @@ def open_capture(source: str | int, stall_s: float = OPEN_TIMEOUT_MS / 1000) -> 
 SECRET_PARAMETER = re.compile(r"(user|name|login|pass|pwd|token|key|auth|secret|sig|cred)", re.IGNORECASE)
 
 
-def describe_source(source: str | int) -> str:
+def describe_source(source: str | int | StreamSource) -> str:
     """The source without credentials, for logs: everything before the last ``@`` (user info, even with ``@``
     or ``/`` in the password) and the values of query parameters named like user, password, token or key."""
+    source = str(source) if isinstance(source, StreamSource) else source  # its login is already ***
     if not isinstance(source, str) or "://" not in source:
         return str(source)
     scheme, rest = source.split("://", 1)
@@ -132,7 +129,9 @@ class CameraReader:
         self.state = CameraState.CONNECTING
         self.last_frame_mono: float | None = None
         self.resolution: tuple[int, int] | None = None  # (width, height) of the current stream
-        self._is_file = is_file_source(config.source)
+        self._where = f"cameras.{name}.source"
+        config.open_target(self._where)  # a camera password that cannot be read is a start-up error, as the broker's is
+        self._is_file = is_file_path(config.source)
         self._lossless = self._is_file and not config.realtime  # benchmark mode: never drop, never wait on a clock
         self._backoff = Backoff(config.reconnect.initial_s, config.reconnect.max_s)
         self._slot: CapturedFrame | None = None
@@ -142,6 +141,9 @@ class CameraReader:
         self._index = 0
         self._media_next = 0.0  # a file's position (s) after the last delivered frame; grows across loops
         self._created_mono = time.monotonic()
+        self._down_since: float | None = None  # when the current outage began
+        self._attempts = 0
+        self.problem: str | None = None  # why the camera is down, for the service's STATUS line
 
     # --- consumer side ---------------------------------------------------------------------
 
@@ -198,7 +200,12 @@ class CameraReader:
         if self._is_file and not Path(str(self.config.source).removeprefix("file://")).exists():
             self._fail(f"file {self.config.source} does not exist")
             return None
-        capture = open_capture(self.config.source, self.config.reconnect.stall_s)
+        try:
+            target = self.config.open_target(self._where)  # a rotated password is read again at every reconnect
+        except ConfigError as error:
+            self._fail(str(error))
+            return None
+        capture = open_capture(target, self.config.reconnect.stall_s)
         if not capture.isOpened():
             capture.release()
             self._fail("cannot open source")
@@ -257,7 +264,8 @@ class CameraReader:
 
     def _deliver(self, image: np.ndarray, media_time: float | None = None) -> None:
         now_wall, now_mono = time.time(), time.monotonic()
-        frame = CapturedFrame(self.name, self._index, image, now_wall, now_mono, media_time)
+        stream_time = media_time if media_time is not None else now_mono - self._created_mono  # live: since the start
+        frame = CapturedFrame(self.name, self._index, image, now_wall, now_mono, stream_time)
         self._index += 1
         with self._slot_lock:
             if self._lossless:
@@ -272,9 +280,23 @@ class CameraReader:
         if self.state != CameraState.UP:
             self._backoff.reset()
             self._set_state(CameraState.UP)
+            self._log_recovery(now_mono)
+
+    def _log_recovery(self, now_mono: float) -> None:
+        if self._down_since is None:
+            return
+        log.warning(
+            "camera %s (%s): back after %.1fs down (%d reconnect attempts)",
+            self.name, describe_source(self.config.source), now_mono - self._down_since, self._attempts,
+        )
+        self._down_since, self.problem, self._attempts = None, None, 0
 
     def _fail(self, reason: str) -> None:
         delay = self._backoff.next_delay()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self.problem = reason
+        self._attempts += 1
         log.warning(
             "camera %s (%s): %s; reconnecting in %.1fs", self.name, describe_source(self.config.source), reason, delay
         )

@@ -84,7 +84,7 @@ def add_training_commands(commands) -> None:
     train.add_argument("--model", required=True, help="starting weights, e.g. models/ice-bags.pt (or an architecture .yaml)")
     train.add_argument("--out", "-o", required=True, help="where the best weights go, e.g. models/site.pt")
     train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--imgsz", type=int, default=640)
+    train.add_argument("--imgsz", type=int, default=None, help="default: the size --model was trained at (a warning if another)")
     train.add_argument("--workers", type=int, default=0, help="data loader processes")
     train.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
     train.add_argument("--amp", action="store_true", help="mixed precision on a GPU (Ultralytics' check wants a download)")
@@ -264,14 +264,18 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from monitor.tools.dataset import export_dataset
 
-    summary = export_dataset(config.escalation.dataset.dir, Path(args.out), args.val_fraction, args.include_disagreements)
+    source = config.escalation.dataset.dir
+    summary = export_dataset(source, Path(args.out), args.val_fraction, args.include_disagreements)
     for problem in summary.skipped:
         print(f"skipped {problem}", file=sys.stderr)
     print(
         f"{args.out}: {summary.train} train and {summary.val} val images, {summary.boxes} boxes, "
         f"classes {summary.names}; {len(summary.review)} frames disagree with the model (review.txt)"
     )
-    return 0 if summary.train else EXIT_FAILED
+    if summary.train and (summary.val or not args.val_fraction):
+        return 0
+    print(f"dataset export: nothing to train on: {summary.why_empty(source, args.include_disagreements)}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def cmd_dataset_import(args: argparse.Namespace) -> int:
@@ -295,12 +299,16 @@ def cmd_dataset_import(args: argparse.Namespace) -> int:
         print(f"left out {len(summary.unlabelled)} images without a label file, e.g. {summary.unlabelled[0]}", file=sys.stderr)
     print(f"{Path(args.out) / 'data.yaml'}: {summary.train} train and {summary.val} val images, "
           f"{summary.boxes} boxes, classes {names}")
-    return 0 if summary.train else EXIT_FAILED
+    if summary.train and (summary.val or not args.val_fraction):
+        return 0
+    print("dataset import: a train and a val split need at least 2 labelled images", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from monitor.tools.training import TrainingError, TrainRequest, metrics_path, train
 
+    setup_logging("WARNING")
     limit_torch_threads(args.threads)
     request = TrainRequest(data=Path(args.data), model=args.model, out=Path(args.out), epochs=args.epochs, imgsz=args.imgsz,
                            batch=args.batch, device=args.device, workers=args.workers, patience=args.patience,

@@ -57,7 +57,7 @@ class EvidenceStore:
     def __init__(self, config: EvidenceConfig):
         if config.dir is None:
             raise ValueError("evidence.dir must be resolved (load_config does it)")
-        self.dir = Path(config.dir)
+        self.dir = Path(config.dir).absolute()  # an event's snapshot path must mean the same file to every reader
         self.max_bytes = int(config.max_mb * 1024 * 1024)
         self.max_age_s = config.max_age_days * 86400
         self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)

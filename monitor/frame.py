@@ -48,11 +48,13 @@ class CapturedFrame:
     image: np.ndarray  # BGR uint8
     wall_time: float  # time.time() at capture
     mono_time: float  # time.monotonic() at capture
-    media_time: float | None = None  # seconds into a file source (frame position / fps); None for live sources
+    # seconds of the stream: a file's position (frame / fps), a live camera's seconds since its reader started
+    media_time: float | None = None
 
     @property
     def stream_time(self) -> float:
-        """The clock rules and timers run on: video time for files (same events at any playback speed)."""
+        """The clock rules and timers run on (events' ``start_s``): video time for files, the same events at any
+        playback speed; for live cameras the seconds since the monitor started reading them."""
         return self.media_time if self.media_time is not None else self.mono_time
 
 

@@ -124,6 +124,15 @@ def stalled_parts(monitor, stall_s: float, now: float | None = None) -> list[str
     return problems
 
 
+def cameras_down(monitor) -> list[str]:
+    """Cameras that are down and why (a camera reconnecting for ever must not hide behind "running")."""
+    return [
+        f"camera {name} down: {reader.problem}"
+        for name, reader in monitor.readers.items()
+        if reader.state == CameraState.DOWN
+    ]
+
+
 def fatal_problems(monitor) -> list[str]:
     return [worker.fatal for worker in monitor.workers.values() if worker.fatal]
 
@@ -163,6 +172,7 @@ class Service:
         self.sequences: Sequences | None = None
         self.keepalives = 0
         self._problems: list[str] = []
+        self._down: list[str] = []
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: self.stop_requested.set())
@@ -212,7 +222,10 @@ class Service:
                 log.critical("fatal: %s", "; ".join(fatal))
                 self.notifier.status(f"fatal: {fatal[0]}")
                 return EXIT_FATAL
-            if self._healthy() and self.interval and time.monotonic() - last_keepalive >= self.interval:
+            healthy = self._healthy()
+            if healthy:
+                self._report_cameras()
+            if healthy and self.interval and time.monotonic() - last_keepalive >= self.interval:
                 self.notifier.watchdog()
                 self.keepalives += 1
                 last_keepalive = time.monotonic()
@@ -233,6 +246,13 @@ class Service:
                 log.info("healthy again")
                 self.notifier.status(self._status())
         return not problems
+
+    def _report_cameras(self) -> None:
+        """STATUS= follows the cameras that are down (the watchdog does not: a camera outage is not a hang)."""
+        down = cameras_down(self.monitor)
+        if down != self._down:
+            self._down = down
+            self.notifier.status(self._status())
 
     def reload(self) -> bool:
         """Re-read the config file and build its pipeline while the running one goes on; switch only if that worked.
@@ -304,5 +324,7 @@ class Service:
 
     def _status(self) -> str:
         cameras = len(self.config.cameras)
-        return f"running: {cameras} camera{'s' if cameras != 1 else ''} on {self.monitor.device if self.monitor else '?'}"
+        running = f"running: {cameras} camera{'s' if cameras != 1 else ''} on {self.monitor.device if self.monitor else '?'}"
+        down = cameras_down(self.monitor) if self.monitor else []
+        return "; ".join([running, *down])
 

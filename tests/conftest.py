@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -222,6 +223,21 @@ def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> 
     return data
 
 
+@pytest.fixture
+def ice_store_example(tmp_path) -> Path:
+    """examples/ice-store.yaml in its place in a copy of the checkout, after the README's
+    `monitor generate clip data/ice-store.avi` (two frames here): a file source must exist to load."""
+    from monitor.tools import icegen
+
+    checkout = tmp_path / "checkout"
+    (checkout / "examples").mkdir(parents=True)
+    (checkout / "models").symlink_to(ROOT / "models")
+    icegen.write_clip(checkout / "data" / "ice-store.avi", seed=6, n_frames=2, fps=1)
+    example = checkout / "examples" / "ice-store.yaml"
+    example.write_text((ROOT / "examples" / "ice-store.yaml").read_text())
+    return example
+
+
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
     import yaml
 
@@ -268,3 +284,68 @@ def small_disk(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# --- a real RTSP camera: GStreamer's RTSP server under Debian's own python3 -------------------------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer RTSP server
+
+
+@pytest.fixture(scope="session")
+def mjpeg_clip(tmp_path_factory, clip) -> Path:
+    """vtest as baseline MJPEG (standard Huffman tables), which RTP/JPEG carries as is."""
+    out = tmp_path_factory.mktemp("rtsp") / "vtest-mjpeg.avi"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", "mjpeg", "-huffman", "default",
+         "-pix_fmt", "yuvj420p", "-q:v", "8", str(out)],
+        check=True, timeout=120,
+    )
+    return out
+
+
+class RtspServer:
+    """tests/rtsp_server.py on a free port; with ``login`` (user, password) it serves only a client that logs in."""
+
+    def __init__(self, clip: Path, login: tuple[str, str] | None = None):
+        self.port = free_port()
+        self.clip = clip
+        self.login = login
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> None:
+        script = ROOT / "tests" / "rtsp_server.py"
+        self.process = subprocess.Popen([SYSTEM_PYTHON, str(script), str(self.port), str(self.clip), *(self.login or ())],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def rtsp_servers(mjpeg_clip):
+    """Start RTSP servers on the clip (skipped where GStreamer's RTSP server is not installed); all killed after."""
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"], capture_output=True)
+    if probe.returncode:
+        pytest.skip("no GStreamer RTSP server (apt: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
+    started = []
+
+    def start(login: tuple[str, str] | None = None) -> RtspServer:
+        started.append(RtspServer(mjpeg_clip, login))
+        started[-1].start()
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def rtsp_server(rtsp_servers) -> RtspServer:
+    return rtsp_servers()

@@ -12,7 +12,7 @@ import bench.run
 import bench.stages
 
 
-@pytest.mark.parametrize("name", ["run", "motion", "soak", "escalation", "stages"])
+@pytest.mark.parametrize("name", ["run", "motion", "soak", "escalation", "stages", "events"])
 def test_every_benchmark_imports(name):
     assert callable(importlib.import_module(f"bench.{name}").main)
 
@@ -64,3 +64,16 @@ def test_motion_benchmark_gates_a_frozen_stretch_with_the_same_counts(tmp_path, 
     assert row["frames"] == 24 and row["calls_without_gate"] == 24
     assert row["calls_with_gate"] == 2  # the first frame, then the keep-alive after 2 s (20 frames) of stillness
     assert row["counts_identical"] is True
+
+
+def test_events_benchmark_counts_the_starts_of_an_intrusion_rule(tmp_path, monkeypatch):
+    import bench.events
+
+    monkeypatch.setattr(bench.report, "RESULTS", tmp_path)
+    assert bench.events.main(["--zones", "path", "--every", "1,2", "--frames", "40", "--imgsz", "320"]) == 0
+    runs = json.loads((tmp_path / "events-latest.json").read_text())["runs"]
+    assert [run["every"] for run in runs] == [1, 2] and runs[0]["video_s"] == pytest.approx(4.0)
+    for run in runs:  # people walk on the path from the first frame on
+        assert run["starts"] >= 1 and run["starts_per_min"] == pytest.approx(run["starts"] / run["video_s"] * 60, abs=0.1)
+        assert 0 <= run["untracked_starts"] <= run["starts"] and run["median_duration_s"] > 0
+

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import cut_clip, street_config, write_config
 from monitor.capture import Backoff, CameraReader, CameraState, describe_source, valid_image
-from monitor.config import CameraConfig, load_config
+from monitor.config import CameraConfig, ConfigError, load_config
 from monitor.metrics import Metrics
 
 CLIP_FRAMES = 40
@@ -72,6 +72,7 @@ def test_passwords_never_appear_in_described_sources():
     assert describe_source("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://***@10.0.0.5:554/s1"
     assert describe_source("http://10.0.0.6/mjpeg") == "http://10.0.0.6/mjpeg"
     assert describe_source(0) == "0"
+    assert describe_source(camera(login_source("rtsp://10.0.0.21:554/s1", value="hunter2")).source) == "rtsp://***@10.0.0.21:554/s1"
 
 
 def test_invalid_images_are_named():
@@ -177,16 +178,65 @@ def test_unopenable_source_is_retried_with_capped_exponential_backoff(tmp_path, 
     assert reader.wait_newest(timeout=0.1) is None and not reader.finished
 
 
-def test_file_that_appears_later_is_picked_up(tmp_path, short_clip, readers):
+def test_file_that_appears_later_is_picked_up_and_its_return_logged(tmp_path, short_clip, readers, caplog):
+    caplog.set_level(logging.INFO, logger="monitor.capture")
     metrics = Metrics()
     late = tmp_path / "late.avi"
     reader = readers("late", camera(late, realtime=False, reconnect={"initial_s": 0.1, "max_s": 0.2}), metrics)
     time.sleep(0.5)
     assert sample(metrics, "monitor_camera_up", camera="late") == 0
+    assert reader.problem == f"file {late} does not exist"
     late.symlink_to(short_clip)
     frames = take_all(reader)
     assert len(frames) == CLIP_FRAMES
-    assert sample(metrics, "monitor_camera_reconnects_total", camera="late") >= 2
+    attempts = sample(metrics, "monitor_camera_reconnects_total", camera="late")
+    assert attempts >= 2 and reader.problem is None
+    (back,) = [r.getMessage() for r in caplog.records if "back after" in r.getMessage()]
+    assert re.fullmatch(rf"camera late \({late}\): back after [\d.]+s down \({attempts:.0f} reconnect attempts\)", back)
+
+
+def test_a_live_camera_s_stream_time_counts_from_its_start(readers):
+    """Events' start_s of a live camera: seconds since the monitor started reading it, not the host's uptime."""
+    mjpeg = MjpegCamera()
+    try:
+        before = time.monotonic()
+        reader = readers("http", camera(mjpeg.url))
+        frame = reader.wait_newest(timeout=20)
+        assert frame is not None and frame.media_time is not None
+        assert 0 <= frame.stream_time <= time.monotonic() - before
+    finally:
+        mjpeg.close()
+
+
+LOGIN = ("cam user", "p@ss:w/rd")  # characters that must be quoted in a URL
+
+
+def login_source(url: str, **password) -> dict:
+    return {"url": url, "username": LOGIN[0], "password": password or {"file": "cam-dock"}}
+
+
+def test_a_camera_login_from_a_credential_opens_a_real_rtsp_camera(rtsp_servers, readers, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    server = rtsp_servers(login=LOGIN)
+    (tmp_path / "cam-dock").write_text(LOGIN[1] + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    reader = readers("dock", camera(login_source(server.url)))
+    frame = reader.wait_newest(timeout=30)
+    assert frame is not None and frame.image.shape == (576, 768, 3)
+    assert reader.state == CameraState.UP
+    refused = readers("nologin", camera(server.url, reconnect={"initial_s": 5, "max_s": 5}))  # the camera wants a login
+    assert refused.wait_newest(timeout=3) is None and refused.problem == "cannot open source"
+    assert LOGIN[1] not in caplog.text and "p%40ss" not in caplog.text
+
+
+def test_a_camera_password_that_cannot_be_read_is_named_by_its_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ConfigError) as error:
+        CameraReader("dock", camera(login_source("rtsp://10.0.0.21/stream")))
+    assert str(error.value).startswith("cameras.dock.source.password: cannot read secret file")
+    monkeypatch.delenv("DOCK_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match=r"^cameras.dock.source.password: environment variable DOCK_PASSWORD is not set$"):
+        CameraReader("dock", camera(login_source("rtsp://10.0.0.21/stream", env="DOCK_PASSWORD")))
 
 
 class MjpegCamera:

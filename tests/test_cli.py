@@ -44,7 +44,7 @@ PARSED = [
     ),
     (
         ["train", "--data", "d.yaml", "--model", "m.pt", "--out", "site.pt"],
-        {"command": "train", "data": "d.yaml", "model": "m.pt", "out": "site.pt", "epochs": 30, "imgsz": 640, "workers": 0,
+        {"command": "train", "data": "d.yaml", "model": "m.pt", "out": "site.pt", "epochs": 30, "imgsz": None, "workers": 0,
          "patience": 50, "amp": False, "runs": "runs", "device": "auto", "batch": 16, "threads": None},
     ),
     (

@@ -81,6 +81,11 @@ BAD_CONFIGS = [
     ("camera-missing-source", lambda d: street(d).pop("source"), "cameras.street.source: required key is missing"),
     ("camera-url-scheme", lambda d: street(d).update(source="ftp://cam/stream"), "cameras.street.source: unsupported URL scheme in 'ftp://cam/stream' (rtsp, http(s), rtmp, udp, tcp, file)"),
     ("camera-negative-device", lambda d: street(d).update(source=-1), "cameras.street.source: a device index must be >= 0"),
+    ("camera-file-missing", lambda d: street(d).update(source="/nonexistent/door.avi"), "cameras.street.source: file not found: /nonexistent/door.avi"),
+    ("camera-login-in-url", lambda d: street(d).update(source={"url": "rtsp://admin:pw@cam/s1", "username": "admin"}), "cameras.street.source.url: give the login as username and password, not inside the URL"),
+    ("camera-password-without-user", lambda d: street(d).update(source={"url": "rtsp://cam/s1", "password": {"env": "PW"}}), "cameras.street.source: a password needs a username"),
+    ("camera-login-misspelt", lambda d: street(d).update(source={"url": "rtsp://cam/s1", "user": "admin"}), "cameras.street.source.user: unknown key (check the spelling)"),
+    ("camera-login-not-a-stream", lambda d: street(d).update(source={"url": "door.avi"}), "cameras.street.source.url: expected a stream URL (rtsp, rtsps, rtmp, http, https, udp, tcp://host/...), got 'door.avi'"),
     ("camera-fps-zero", lambda d: street(d).update(fps=0), "cameras.street.fps: Input should be greater than 0"),
     ("camera-tracker", lambda d: street(d).update(tracker="sort"), "cameras.street.tracker: Input should be 'bytetrack', 'botsort' or 'none'"),
     ("camera-smoothing-method", lambda d: street(d)["smoothing"].update(method="mean"), "cameras.street.smoothing.method: Input should be 'median', 'hysteresis' or 'none'"),
@@ -225,10 +230,59 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     data = bundled(lambda d: d["models"]["person"].update(path="models/people.pt"))
     street(data).update(source="clips/door.avi")
     path = write_config(folder, data)
+    (folder / "clips").mkdir()
+    (folder / "clips" / "door.avi").symlink_to(ROOT / "data" / "vtest.avi")
     config = load_config(path)
     assert config.models["person"].path == folder / "models" / "people.pt"
     assert config.cameras["street"].source == str(folder / "clips" / "door.avi")
     result = monitor_cli("check", "--config", str(path), cwd=tmp_path)  # another working directory
+    assert result.returncode == 0, result.stderr
+
+
+def test_what_the_monitor_writes_lives_under_state_dir_and_what_it_reads_beside_the_config(tmp_path, monkeypatch):
+    """Under the unit the config's folder (/etc/monitor) is read-only: relative data paths go under state_dir."""
+    monkeypatch.delenv("STATE_DIRECTORY")
+    data = bundled(lambda d: d.update(evidence={"dir": "snapshots"}))
+    data["escalation"] = {"base_url": "http://127.0.0.1:9/v1", "dataset": {"dir": "escalations"}}
+    data["mqtt"]["outbox"] = {"path": "queue.sqlite"}
+    config = load_config(write_config(tmp_path, data))
+    assert config.state_dir == tmp_path / "state"
+    assert config.evidence.dir == tmp_path / "state" / "snapshots"
+    assert config.escalation.dataset.dir == tmp_path / "state" / "escalations"
+    assert config.mqtt.outbox.path == tmp_path / "state" / "queue.sqlite"
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "var-lib-monitor"))  # as systemd sets it
+    config = load_config(write_config(tmp_path, {**data, "evidence": {}}))
+    assert config.escalation.dataset.dir == tmp_path / "var-lib-monitor" / "escalations"
+    assert config.evidence.dir == tmp_path / "var-lib-monitor" / "evidence"
+
+
+def test_paths_come_out_absolute_from_a_relative_config_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY")
+    write_config(tmp_path, bundled(lambda d: d["models"]["person"].update(path=str(PERSON_MODEL))))
+    config = load_config("config.yaml")
+    assert config.evidence.dir == tmp_path / "state" / "evidence" and config.evidence.dir.is_absolute()
+
+
+def test_a_password_inside_a_camera_url_in_a_readable_config_is_a_warning(tmp_path, caplog):
+    path = write_config(tmp_path, bundled(lambda d: street(d).update(source="rtsp://admin:hunter2@10.0.0.5/s1")))
+    path.chmod(0o644)
+    assert load_config(path).cameras["street"].source == "rtsp://admin:hunter2@10.0.0.5/s1"  # still works
+    (warning,) = [r.getMessage() for r in caplog.records if "inside the URL" in r.getMessage()]
+    assert warning.startswith(f"cameras.street.source: a password inside the URL in {path}, which every user can read (mode 644)")
+    assert "hunter2" not in warning and "{url, username, password}" in warning
+
+
+def test_a_camera_login_for_monitor_check_comes_from_the_credentials(tmp_path):
+    data = bundled(lambda d: street(d).update(source={"url": "rtsp://10.0.0.21/s1", "username": "admin", "password": {"file": "cam-dock"}}))
+    path = write_config(tmp_path, data)
+    result = monitor_cli("check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "  cameras.street.source.password: cannot read secret file cam-dock: No such file or directory " \
+           "($CREDENTIALS_DIRECTORY is not set" in result.stderr
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "cam-dock").write_text("hunter2\n")
+    result = monitor_cli("check", "--config", str(path), cwd=tmp_path, env={"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials")})
     assert result.returncode == 0, result.stderr
 
 
@@ -308,7 +362,7 @@ def test_password_reaches_a_real_broker_and_never_the_log(tmp_path, monkeypatch,
 
 
 def _config_with(rules: list[dict]) -> dict:
-    return {"models": {"m": {"path": "m.pt"}}, "cameras": {"c": {"source": "x.mp4", "model": "m", "zones": ZONES, "safety": rules}}}
+    return {"models": {"m": {"path": "m.pt"}}, "cameras": {"c": {"source": "rtsp://cam/x", "model": "m", "zones": ZONES, "safety": rules}}}
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,8 @@ def test_entities_read_naturally_with_units_and_their_cameras_availability(publi
                      "safety_person_down": "Person down"}
 
 
-def test_the_example_automation_validates_against_the_entity_the_example_creates(ha_python):
-    config = load_config(EXAMPLE)
+def test_the_example_automation_validates_against_the_entity_the_example_creates(ha_python, ice_store_example):
+    config = load_config(ice_store_example)
     labels = {"store": zone_labels(config.cameras["store"], ["ice_bag"])}
     discovery = {m.topic: m.payload for m in build_discovery(config, labels).messages()}
     result = validate(ha_python, discovery, automation=AUTOMATION)

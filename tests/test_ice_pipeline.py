@@ -119,8 +119,8 @@ def test_published_counts_are_the_pipeline_counts(held_out):
     assert subscriber.on("ice/store/count/floor/ice_bag")[-1] == str(counts[FRAMES - 1]["floor"])
 
 
-def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
-    config = load_config(EXAMPLE)
+def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys, ice_store_example):
+    config = load_config(ice_store_example)
     store = config.cameras["store"]
     assert set(store.zones) == {"cart", "floor", "storage"}
     expected = icegen.scene_zones(640, 480)
@@ -136,7 +136,7 @@ def test_the_example_config_validates_and_loads_its_model(tmp_path, capsys):
     data["state_dir"] = str(tmp_path / "state")
     data["escalation"]["dataset"]["dir"] = str(tmp_path / "escalations")
     data["models"]["bags"]["path"] = str(MODEL)
-    data["cameras"]["store"]["source"] = str(ROOT / "data" / "ice-store.avi")
+    data["cameras"]["store"]["source"] = str(ice_store_example.parent.parent / "data" / "ice-store.avi")
     assert main(["check", "--config", str(write_config(tmp_path, data))]) == 0
     assert "OK (1 cameras, 1 models)" in capsys.readouterr().out
 

@@ -48,7 +48,7 @@ def test_whatever_fails_in_a_reload_the_daemon_keeps_counting(tmp_path, broker, 
         assert status == "STATUS=reload refused: config has errors"
         assert f"mqtt.tls.ca_file: cannot read {tmp_path / 'missing-ca.pem'} (No such file or directory)" in caplog.text
 
-        (tmp_path / "a-file").write_text("")
+        (tmp_path / "state" / "a-file").write_text("")  # a relative dataset.dir is under state_dir (the conftest's)
         broken = {**data, "escalation": {"base_url": "http://127.0.0.1:9/v1", "dataset": {"dir": "a-file/escalations"}}}
         broken["cameras"] = {"street": {**data["cameras"]["street"], "escalation": {"enabled": True}}}
         status = reload_with(broken, "reload refused: cannot build the new pipeline")

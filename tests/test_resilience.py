@@ -15,15 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MOSQUITTO, ROOT, Broker, free_port, street_config, wait_for_port, wait_until, write_config
+from conftest import MOSQUITTO, Broker, free_port, street_config, wait_for_port, wait_until, write_config
 
 from monitor.capture import valid_image
 from monitor.config import MqttConfig, SecretSource, TlsConfig, load_config
 from monitor.pipeline import Monitor
 from monitor.publishing import Publisher
-
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and the GStreamer RTSP server
-
 
 def small_config(port: int, **camera) -> dict:
     data = street_config(port, **{"realtime": True, "loop": True, "fps": 3, **camera})
@@ -44,51 +41,6 @@ def dedupe_by_seq(messages: list[dict]) -> dict[int, dict]:
 
 
 # --- RTSP: the server dies and comes back ---------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def mjpeg_clip(tmp_path_factory, clip) -> Path:
-    """vtest as baseline MJPEG (standard Huffman tables), which RTP/JPEG carries as is."""
-    out = tmp_path_factory.mktemp("rtsp") / "vtest-mjpeg.avi"
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", "mjpeg", "-huffman", "default",
-         "-pix_fmt", "yuvj420p", "-q:v", "8", str(out)],
-        check=True, timeout=120,
-    )
-    return out
-
-
-class RtspServer:
-    def __init__(self, clip: Path):
-        self.port = free_port()
-        self.clip = clip
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/cam"
-
-    def start(self) -> None:
-        script = ROOT / "tests" / "rtsp_server.py"
-        self.process = subprocess.Popen([SYSTEM_PYTHON, str(script), str(self.port), str(self.clip)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-
-
-@pytest.fixture
-def rtsp_server(mjpeg_clip):
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"], capture_output=True)
-    if probe.returncode:
-        pytest.skip("no GStreamer RTSP server (apt: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
-    server = RtspServer(mjpeg_clip)
-    server.start()
-    yield server
-    server.kill()
 
 
 def test_rtsp_camera_reconnects_while_the_other_camera_goes_on(tmp_path, broker, subscriber_factory, rtsp_server):

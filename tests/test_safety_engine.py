@@ -87,6 +87,58 @@ def test_new_tracks_in_an_active_zone_are_separate_per_object_events():
     assert scene.active()["count"] == 2
 
 
+# --- one subject, one event: what the tracker does not confirm or renames is not a new intruder --------------
+
+SAME_MAN_UNTRACKED = (42, 24, 61, 80)  # a second, slightly shifted box on the tracked man (the tracker left it out)
+
+
+def starts(scene: Scene) -> list[list[int]]:
+    return [e["track_ids"] for e in scene.events() if e["type"] == "start"]
+
+
+def test_an_untracked_box_on_a_tracked_intruder_is_the_same_person():
+    scene = Scene([INTRUSION])
+    scene.run(3.0, [person(IN_LOT, 1), person(SAME_MAN_UNTRACKED, -1, conf=0.5)])
+    scene.run(3.0, [])
+    assert starts(scene) == [[1]]  # not a second event with track_ids []
+    assert scene.metrics.started == [("cam", "lot_intrusion")]
+
+
+def test_a_one_frame_gap_and_a_new_track_id_continue_the_event():
+    """The tracker loses the man for a frame and gives him a new id: the same event goes on, listing both ids."""
+    scene = Scene([INTRUSION])
+    scene.run(2.0, [person(IN_LOT, 5)])
+    scene.frame([])
+    for step in range(30):  # he walks on, now as track 9
+        scene.frame([person((40 + step * 0.5, 20, 60 + step * 0.5, 80), 9)])
+    scene.run(2.5, [])
+    assert [(e["type"], e["track_ids"]) for e in scene.events()] == [("start", [5]), ("update", [5, 9]), ("end", [5, 9])]
+
+
+def test_an_object_seen_untracked_then_tracked_is_one_event():
+    scene = Scene([INTRUSION])
+    scene.run(1.5, [person(IN_LOT, -1)])  # not yet confirmed by the tracker: already an event after min_seconds
+    scene.run(2.0, [person(IN_LOT, 3)])
+    scene.run(2.5, [])
+    assert len(starts(scene)) == 1 and scene.events()[-1]["track_ids"] == [3]
+
+
+def test_two_people_are_two_events_even_when_one_first_stood_where_the_other_was():
+    scene = Scene([INTRUSION])
+    scene.run(2.0, [person(IN_LOT, 1)])
+    scene.frame([person(IN_LOT, 2)])  # 1 is hidden behind 2, who stands where he was: 2 continues his event...
+    scene.run(2.0, [person(IN_LOT, 2), person((10, 30, 30, 90), 1)])  # ...until both are seen: two people
+    assert starts(scene) == [[1], [2]]
+
+
+def test_a_renamed_track_far_from_where_the_object_was_is_someone_else():
+    scene = Scene([INTRUSION])
+    scene.run(2.0, [person(IN_LOT, 1)])
+    scene.frame([])
+    scene.run(2.0, [person((5, 40, 20, 95), 2)])  # another corner of the lot, a body height away
+    assert starts(scene) == [[1], [2]]
+
+
 def test_updates_of_a_per_zone_event_whose_tracks_change_every_frame_are_rate_limited():
     scene = Scene([{**INTRUSION, "per": "zone"}])
     scene.run(1.5, [person(IN_LOT, 1)])

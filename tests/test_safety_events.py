@@ -27,12 +27,15 @@ def observation(track_ids=(7,), confidence=0.8, ambiguous=False, detail=None) ->
 
 
 def test_payload_of_an_active_event():
-    e = event(track_ids=[7], confidence=0.81234, ambiguous=False, status="active", detail={"count": 3}, snapshot="/ev/x.jpg")
+    e = event(track_ids=[7], confidence=0.81234, ambiguous=False, status="active", detail={"count": 3}, snapshot="/ev/x.jpg",
+              boxes=[(10.04, 20.0, 30.0, 80.06)])
     payload = e.payload("start", epoch=1_700_000_000_000, seq=4)
     assert list(payload) == [
         "type", "epoch", "seq", "id", "rule", "kind", "camera", "zone", "track_ids", "status", "verdict", "ambiguous", "confidence",
-        "start", "start_s", "last_seen", "end", "end_s", "end_reason", "duration_s", "updates", "snapshot", "detail", "reviews",
+        "start", "start_s", "last_seen", "end", "end_s", "end_reason", "duration_s", "updates", "snapshot", "boxes", "detail",
+        "reviews",
     ]
+    assert payload["boxes"] == [[10.0, 20.0, 30.0, 80.1]]  # where the evidence is, in image pixels
     assert payload["type"] == "start" and (payload["epoch"], payload["seq"]) == (1_700_000_000_000, 4) and payload["id"] == "cam-lot-1"
     assert payload["confidence"] == 0.812 and payload["verdict"] == "auto" and payload["status"] == "active"
     assert payload["start"] == "2023-11-14T22:13:20.000Z" and payload["last_seen"] == "2023-11-14T22:13:23.500Z"

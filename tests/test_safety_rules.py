@@ -44,6 +44,15 @@ def test_person_down_sure_fall_detection_starts_after_min_seconds():
     assert start["detail"] == {"cues": ["fall_class"]} and start["start_s"] == 0.0
 
 
+def test_person_down_without_zones_says_which_camera_zone_it_is_in_and_where_the_box_is():
+    scene = Scene([DOWN])  # the rule watches the whole image
+    in_the_lot = (20, 60, 90, 90)  # lying, feet at (55, 90): inside the camera's lot
+    scene.run(3.5, [], detections=[person(in_the_lot, -1, 0.8, FALL), person(LYING, -1, 0.8, FALL)])
+    starts = {e["zone"]: e for e in scene.events() if e["type"] == "start"}
+    assert set(starts) == {"lot", None}  # LYING's feet are in no zone
+    assert starts["lot"]["boxes"] == [list(map(float, in_the_lot))] and starts[None]["boxes"] == [list(map(float, LYING))]
+
+
 def test_person_down_below_the_band_is_ignored():
     scene = Scene([DOWN])
     scene.run(20.0, [], detections=[person(LYING, -1, 0.2, FALL)])

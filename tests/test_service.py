@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT, free_port, street_config, write_config
 
+from monitor.capture import CameraState
 from monitor.config import ConfigError, load_config
-from monitor.service import Notifier, Service, stalled_parts, watchdog_interval
+from monitor.service import Notifier, Service, cameras_down, stalled_parts, watchdog_interval
 
 UNIT = ROOT / "systemd" / "monitor.service"
 
@@ -129,6 +130,29 @@ def test_stalled_parts_names_what_is_stuck():
     assert stalled_parts(fake_monitor(now, workers=idle), 10, now + 5) == []
     dead_publisher = SimpleNamespace(alive=False, last_progress=now)
     assert stalled_parts(fake_monitor(now, publisher=dead_publisher), 10, now) == ["publisher: thread ended"]
+
+
+def test_cameras_down_names_each_camera_with_its_problem():
+    readers = {"a": SimpleNamespace(state=CameraState.UP, problem=None),
+               "b": SimpleNamespace(state=CameraState.DOWN, problem="cannot open source")}
+    assert cameras_down(fake_monitor(0, readers=readers)) == ["camera b down: cannot open source"]
+
+
+def test_status_says_which_camera_is_down_instead_of_just_running(tmp_path, broker, systemd_socket, clip):
+    source = tmp_path / "street.avi"
+    shutil.copyfile(clip, source)
+    config = load_config(write_config(tmp_path, small_config(broker.port, source=str(source))))
+    source.unlink()  # gone after the config was checked (an unmounted share, a deleted recording)
+    service = Service(tmp_path / "config.yaml", config, Notifier(str(systemd_socket.path)), tick_s=0.1)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    try:
+        assert systemd_socket.wait_for("STATUS=running: 1 camera on cpu; camera street down: file", 120)
+    finally:
+        service.stop_requested.set()
+        thread.join(60)
+    (status,) = set(systemd_socket.lines("STATUS=running: 1 camera on cpu; camera street down"))
+    assert status.endswith(f"file {source} does not exist")
 
 
 # --- the watchdog with the real pipeline -------------------------------------------------------
@@ -286,5 +310,25 @@ def test_unit_file_has_the_essentials():
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "DynamicUser=yes", "StateDirectory=monitor",
                  "CacheDirectory=monitor", "LogsDirectory=monitor", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "ProtectHome=yes", "PrivateTmp=yes", "SystemCallFilter=@system-service", "DeviceAllow=char-video4linux",
-                 "DeviceAllow=/dev/nvidiactl", "LoadCredential=mqtt-password:", "TimeoutStopSec=", "ExecReload="):
+                 "DeviceAllow=/dev/nvidiactl", "TimeoutStopSec=", "ExecReload="):
         assert line in text, line
+
+
+def test_the_unit_starts_without_credentials_and_the_drop_in_adds_them(tmp_path):
+    """A LoadCredential= whose file is missing stops a unit from starting: a broker without a password must not
+    need one, so the credentials come in a drop-in that only sites with passwords install."""
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    assert "LoadCredential" not in "".join(line for line in UNIT.read_text().splitlines(True) if not line.startswith("#"))
+    drop_in = ROOT / "systemd" / "monitor.service.d" / "credentials.conf"
+    settings = [line for line in drop_in.read_text().splitlines() if line and not line.startswith("#")]
+    assert settings == ["[Service]", "LoadCredential=mqtt-password:/etc/monitor/credentials/mqtt-password"]
+    unit = tmp_path / "monitor.service"
+    unit.write_text(UNIT.read_text().replace("/opt/monitor/venv/bin/monitor", shutil.which("monitor") or "/bin/true"))
+    (tmp_path / "monitor.service.d").mkdir()
+    shutil.copy(drop_in, tmp_path / "monitor.service.d")
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "SYSTEMD_LOG_LEVEL": "debug"})
+    assert result.returncode == 0, result.stderr
+    assert f"DropIn Path: {tmp_path / 'monitor.service.d' / 'credentials.conf'}" in result.stdout  # read with the unit
+    assert "credentials.conf:" not in result.stderr  # and nothing in it ignored (unknown keys are named file:line)

@@ -3,6 +3,7 @@ with labels that follow the model's answer."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,12 @@ from monitor.cli import main
 from monitor.common import ALL_ZONES
 from monitor.config import DatasetConfig
 from monitor.escalation.records import DatasetWriter
-from monitor.tools.dataset import frame_labels
+from monitor.tools.dataset import assign_splits, frame_labels
 
 
 def test_saved_frames_export_as_a_yolo_dataset_that_ultralytics_loads_and_trains(detected, tmp_path, monkeypatch):
     app, detector, frames = detected
-    source = tmp_path / "escalated"
+    source = tmp_path / "state" / "escalated"  # a relative dataset.dir is under state_dir (the conftest's)
     writer = DatasetWriter(DatasetConfig(dir=source, max_mb=50))
     b = brief(app, detector)
     for index, image, boxes in frames[:4]:
@@ -42,6 +43,7 @@ def test_saved_frames_export_as_a_yolo_dataset_that_ultralytics_loads_and_trains
     train = sorted((out / "images" / "train").glob("*.jpg"))
     val = sorted((out / "images" / "val").glob("*.jpg"))
     assert len(train) + len(val) == 5 and len(val) >= 1
+    assert not {p.name for p in train} & {p.name for p in val}  # val is never a copy of a train frame
     assert len((out / "review.txt").read_text().splitlines()) == 1
     # labels: one line per box, class and a normalised centre/size inside the image
     first = frames[0]
@@ -98,3 +100,110 @@ def test_export_without_a_dataset_dir_is_a_config_error(tmp_path, capsys):
     config_path = write_config(tmp_path, street_config(1883))
     assert main(["dataset", "export", "--config", str(config_path), "--out", str(tmp_path / "x")]) == 2
     assert "escalation.dataset.dir: not set" in capsys.readouterr().err
+
+
+# --- the learning loop must not teach the model its own mistakes ------------------------------------------------
+
+STREET_ZONES = {
+    "lot": [[0, 150], [120, 158], [350, 172], [375, 162], [480, 140], [600, 128], [612, 138], [470, 195], [300, 213], [170, 214], [0, 203]],
+    "path": [[0, 203], [170, 214], [300, 213], [470, 195], [612, 138], [768, 100], [768, 495], [330, 290], [0, 238]],
+    "lawn": [[0, 238], [330, 290], [768, 495], [768, 576], [0, 576]],
+}
+WALKER_1, WALKER_2 = [400.0, 200.0, 430.0, 290.0], [500.0, 220.0, 530.0, 310.0]  # feet on the path
+JACKET = [70.0, 490.0, 160.0, 530.0]  # on the lawn
+FAR_WALKER = [600.0, 150.0, 615.0, 190.0]  # feet on the path, far away: a weak detection
+
+
+def box(xyxy, conf, class_id=0, track_id=-1) -> dict:
+    return {"xyxy": xyxy, "conf": conf, "class_id": class_id, "track_id": track_id}
+
+
+def street_record(objects, detections, counts, events=(), verdicts=()) -> dict:
+    return {
+        "version": 2, "camera": "street", "width": 768, "height": 576,
+        "class_names": ["Normal", "Fall"], "class_labels": ["person", "person"],
+        "objects": list(objects), "detections": list(detections),
+        "zones": STREET_ZONES, "anchor": "bottom_center", "events": list(events),
+        "answer": {"counts": counts, "events": list(verdicts), "description": ""},
+    }
+
+
+def test_the_box_of_a_dismissed_untracked_event_is_not_taught():
+    """The jacket: an untracked Fall box (no track id to drop it by) that the model said is not a person."""
+    jacket_event = {"id": "ev1", "rule": "person_down", "zone": "lawn", "track_ids": [], "ambiguous": True, "boxes": [JACKET]}
+    record = street_record(
+        [box(WALKER_1, 0.9, track_id=1), box(WALKER_2, 0.8, track_id=2), box(JACKET, 0.62, class_id=1)],
+        [box(WALKER_1, 0.9), box(WALKER_2, 0.8), box(JACKET, 0.62, class_id=1)],
+        {ALL_ZONES: {"person": 2}, "path": {"person": 2}, "lawn": {"person": 0}},
+        [jacket_event], [{"id": "ev1", "real": False, "note": "a yellow jacket"}],
+    )
+    labels, agrees = frame_labels(record)
+    assert [b["xyxy"] for b in labels] == [WALKER_1, WALKER_2] and agrees
+    record["objects"] = record["objects"][:2]  # the jacket only weak: never promoted, even if the model counts 3 people
+    record["answer"]["counts"] = {ALL_ZONES: {"person": 3}}
+    labels, agrees = frame_labels(record)
+    assert [b["xyxy"] for b in labels] == [WALKER_1, WALKER_2] and not agrees
+
+
+def test_weak_detections_are_promoted_only_where_the_model_counted_more():
+    record = street_record(
+        [box(WALKER_1, 0.9, track_id=1), box(WALKER_2, 0.8, track_id=2)],
+        [box(JACKET, 0.5, class_id=1), box(FAR_WALKER, 0.3)],  # the stronger one is on the lawn
+        {ALL_ZONES: {"person": 3}, "path": {"person": 3}, "lawn": {"person": 0}},
+    )
+    labels, agrees = frame_labels(record)
+    assert [b["xyxy"] for b in labels] == [WALKER_1, WALKER_2, FAR_WALKER] and agrees
+    record["answer"]["counts"]["path"]["person"] = 2  # the model's third person is nowhere a weak box is
+    labels, agrees = frame_labels(record)
+    assert len(labels) == 2 and not agrees
+    record["detections"].append(box([601.0, 151.0, 616.0, 191.0], 0.25))  # the far walker's second, weaker box
+    record["answer"]["counts"] = {ALL_ZONES: {"person": 4}, "path": {"person": 4}, "lawn": {"person": 0}}
+    labels, agrees = frame_labels(record)
+    assert [b["xyxy"] for b in labels] == [WALKER_1, WALKER_2, FAR_WALKER] and not agrees  # one object, promoted once
+
+
+def test_no_frame_is_both_a_train_and_a_val_frame():
+    assert assign_splits(1, 0.2) == ["train"]  # not a copy of itself as val
+    for count in range(2, 12):
+        splits = assign_splits(count, 0.2)
+        assert len(splits) == count and "val" in splits and "train" in splits
+    assert assign_splits(10, 0.2).count("val") == 2 and assign_splits(5, 0.0) == ["train"] * 5
+
+
+def write_saved(folder: Path, stem: str, record: dict) -> None:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / f"{stem}.jpg"), np.zeros((576, 768, 3), np.uint8))
+    (folder / f"{stem}.json").write_text(json.dumps(record))
+
+
+def export(tmp_path: Path, *extra: str) -> int:
+    data = street_config(1883)
+    data["escalation"] = {"base_url": "http://127.0.0.1:9/v1", "dataset": {"dir": "escalations"}}
+    return main(["dataset", "export", "--config", str(write_config(tmp_path, data)), "--out", str(tmp_path / "ds"), *extra])
+
+
+def test_an_empty_export_says_why(tmp_path, capsys):
+    saved = tmp_path / "state" / "escalations"
+    assert export(tmp_path) == 1
+    assert capsys.readouterr().err.strip().endswith(f"nothing to train on: no saved frames in {saved} "
+                                                    "(the monitor saves answered escalations there while it runs)")
+    disagreeing = street_record([box(WALKER_1, 0.9, track_id=1)], [], {ALL_ZONES: {"person": 4}})
+    for i in range(3):
+        write_saved(saved / "street", f"frame{i}", disagreeing)
+    write_saved(saved / "street", "failed", {**disagreeing, "answer": None})
+    assert export(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "nothing to train on: of 4 saved frames, 1 have no answer (the call failed) and 3 disagree with the " \
+           "model's counts (listed in review.txt; label them, or export them as they are with --include-disagreements)" in err
+    assert len((tmp_path / "ds" / "review.txt").read_text().splitlines()) == 3
+
+
+def test_a_single_agreeing_frame_is_not_a_dataset(tmp_path, capsys):
+    saved = tmp_path / "state" / "escalations"
+    write_saved(saved / "street", "only", street_record([box(WALKER_1, 0.9, track_id=1)], [], {ALL_ZONES: {"person": 1}}))
+    assert export(tmp_path) == 1
+    assert "1 frame(s) cannot make both a train and a val split: at least 2 are needed" in capsys.readouterr().err
+    assert list((tmp_path / "ds" / "images" / "val").iterdir()) == []
+

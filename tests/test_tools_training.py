@@ -74,10 +74,30 @@ def test_import_with_a_separate_labels_folder_and_bad_classes(tmp_path, capsys):
     write_frame(frames, "b", 2, labels)
     (labels / "b.txt").write_text("3 0.5 0.5 0.2 0.2\n")  # only class 0 exists
     out = tmp_path / "ds"
-    assert main(["dataset", "import", "--images", str(frames), "--labels", str(labels), "--names", "ice_bag", "--out", str(out)]) == 0
-    assert "b.txt:1: class 3 out of range" in capsys.readouterr().err
-    assert (out / "labels" / "train" / "a.txt").read_text().splitlines() == good == (out / "labels" / "val" / "a.txt").read_text().splitlines()
+    assert main(["dataset", "import", "--images", str(frames), "--labels", str(labels), "--names", "ice_bag", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "b.txt:1: class 3 out of range" in err and "a train and a val split need at least 2 labelled images" in err
+    assert (out / "labels" / "train" / "a.txt").read_text().splitlines() == good
+    assert not (out / "labels" / "val" / "a.txt").exists()  # a val split that repeats a train frame measures nothing
+    other = write_frame(frames, "c", 3, labels)
+    assert main(["dataset", "import", "--images", str(frames), "--labels", str(labels), "--names", "ice_bag", "--out", str(tmp_path / "ds2")]) == 0
+    assert (tmp_path / "ds2" / "labels" / "train" / "a.txt").read_text().splitlines() == good
+    assert (tmp_path / "ds2" / "labels" / "val" / "c.txt").read_text().splitlines() == other
     assert main(["dataset", "import", "--images", str(tmp_path / "none"), "--names", "ice_bag", "--out", str(out)]) == 2
+
+
+def test_train_defaults_to_the_model_s_own_imgsz_and_warns_about_another(caplog):
+    from ultralytics import YOLO
+
+    from monitor.tools.training import train_imgsz, trained_imgsz
+
+    trained = trained_imgsz(YOLO(str(MODEL)))
+    assert trained == 320  # the bundled bag model
+    assert train_imgsz(None, trained, "models/ice-bags.pt") == 320 and caplog.records == []
+    assert train_imgsz(640, trained, "models/ice-bags.pt") == 640
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("train: --imgsz 640 differs from the 320 that models/ice-bags.pt was trained at")
+    assert train_imgsz(None, None, "yolo11n.yaml") == 640  # an architecture without weights: Ultralytics' default
 
 
 @pytest.mark.usefixtures("no_network")

@@ -32,9 +32,10 @@ from monitor.config.camera import (
     MotionConfig,
     ReconnectConfig,
     SmoothingConfig,
+    StreamSource,
     ZoneConfig,
 )
-from monitor.config.loading import check_model_classes, load_config, model_labels, parse_config
+from monitor.config.loading import check_model_classes, is_file_path, load_config, model_labels, parse_config
 from monitor.config.rules import (
     DwellRule,
     IntrusionRule,
@@ -51,7 +52,7 @@ __all__ = [
     "DwellRule", "EscalationConfig", "EscalationThresholds", "EvidenceConfig", "HomeAssistantConfig", "IntrusionRule",
     "LineConfig", "LocatedError", "LoggingConfig", "MetricsConfig", "ModelConfig", "MotionConfig",
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
-    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "TritonConfig",
-    "WebConfig", "ZoneConfig",
-    "check_model_classes", "default_state_dir", "load_config", "model_labels", "parse_config",
+    "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "StreamSource", "Strict", "TlsConfig",
+    "TritonConfig", "WebConfig", "ZoneConfig",
+    "check_model_classes", "default_state_dir", "is_file_path", "load_config", "model_labels", "parse_config",
 ]

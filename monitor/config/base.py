@@ -88,6 +88,10 @@ def _read_secret_file(path: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise ConfigError([f"cannot read secret file {path}: {exc.strerror}"]) from exc
+        hint = "" if path.is_absolute() else (
+            " ($CREDENTIALS_DIRECTORY is not set: outside the systemd unit, point it at the credential files, "
+            "e.g. CREDENTIALS_DIRECTORY=/etc/monitor/credentials)"
+        )
+        raise ConfigError([f"cannot read secret file {path}: {exc.strerror}{hint}"]) from exc
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from monitor.common import ALL_ZONES, RESERVED_TOPIC_NAMES
-from monitor.config.base import DAY_S, LocatedError, Name, Point, Strict
+from monitor.config.base import DAY_S, ConfigError, LocatedError, Name, Point, SecretSource, Strict
 from monitor.config.rules import SafetyRule
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
 def _check_polygon(points: list[Point]) -> list[Point]:
     if len(points) < 3:
@@ -119,8 +122,48 @@ class CameraEscalationConfig(Strict):
 
 
 
+class StreamSource(Strict):
+    """A network camera whose login is kept out of the URL: the password comes from a file (a systemd
+    credential), an environment variable or, in a config only the monitor can read, the value itself."""
+
+    url: str = Field(description="rtsp://host:554/path and the like, without user or password")
+    username: str | None = None
+    password: SecretSource | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _stream_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in STREAM_SCHEMES or not parts.hostname:
+            raise ValueError(f"expected a stream URL ({', '.join(STREAM_SCHEMES)}://host/...), got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("give the login as username and password, not inside the URL")
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_a_user(self) -> StreamSource:
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+    def with_login(self) -> str:
+        """The URL to open, with the login inserted (URL-quoted); the password is read now, at every (re)connect."""
+        if self.username is None:
+            return self.url
+        login = quote(self.username, safe="")
+        if self.password is not None:
+            login += ":" + quote(self.password.reveal(), safe="")
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc}"))
+
+    def __str__(self) -> str:
+        """For logs: the URL with the login masked, the way a password inside a URL is masked."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=f"***@{parts.netloc}")) if self.username else self.url
+
+
 class CameraConfig(Strict):
-    source: str | int
+    source: str | int | StreamSource
     model: Name
     description: str = ""
     fps: float | None = Field(None, gt=0, le=240, description="target processing rate; default: source rate")
@@ -160,9 +203,21 @@ class CameraConfig(Strict):
                     )
         return self
 
+    def open_target(self, where: str = "source") -> str | int:
+        """What OpenCV opens: the source as given, or a stream's URL with its login (ConfigError naming ``where``
+        when the password cannot be read)."""
+        if not isinstance(self.source, StreamSource):
+            return self.source
+        try:
+            return self.source.with_login()
+        except ConfigError as error:
+            raise ConfigError([f"{where}.password: {problem}" for problem in error.problems]) from None
+
     @field_validator("source")
     @classmethod
-    def _source_kind(cls, value: str | int) -> str | int:
+    def _source_kind(cls, value: str | int | StreamSource) -> str | int | StreamSource:
+        if isinstance(value, StreamSource):
+            return value
         if isinstance(value, int):
             if value < 0:
                 raise ValueError("a device index must be >= 0")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
 
 from monitor.config.app import AppConfig, ModelConfig, MqttConfig
 from monitor.config.base import NAME_PATTERN, ConfigError, LocatedError
+from monitor.config.camera import StreamSource
 from monitor.config.host import check_host
 from monitor.config.rules import PersonDownRule
 
@@ -89,13 +91,25 @@ def parse_config(data: dict, base_dir: Path = Path("."), source_path: Path | Non
 
 def _describe(exc: ValidationError) -> list[str]:
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
+        if _other_union_member(error, errors):
+            continue
         context = error.get("ctx", {}).get("error")
         if isinstance(context, LocatedError):  # its loc is relative to the model that raised it
             problems.append(f"{_dotted(_drop_union_tags(error['loc']) + context.loc)}: {context}")
             continue
         problems.append(f"{_dotted(_drop_union_tags(error['loc']))}: {_message(error)}")
     return sorted(set(problems), key=problems.index)
+
+
+def _other_union_member(error: dict, errors: list[dict]) -> bool:
+    """'not a string' about a mapping given for ``str | int | a model``: the model's own errors say what is wrong."""
+    if error["type"] not in ("string_type", "int_type") or not isinstance(error["input"], dict):
+        return False
+    where = _drop_union_tags(error["loc"])
+    return any(other is not error and _drop_union_tags(other["loc"])[: len(where)] == where and other["type"] not in
+               ("string_type", "int_type") for other in errors)
 
 
 def _drop_union_tags(loc: tuple) -> tuple:
@@ -126,25 +140,45 @@ def _message(error: dict) -> str:
 
 
 def _resolve_paths(config: AppConfig, base_dir: Path) -> AppConfig:
-    """Model paths, file sources, state and TLS files are relative to the config file's folder."""
+    """What the monitor reads (models, file sources, TLS files, ``state_dir`` itself) is relative to the config file's
+    folder; what it writes (outbox, evidence, escalated frames) is relative to ``state_dir``, which is writable under
+    the systemd unit while the config folder is not. Every path comes out absolute."""
+    base_dir = base_dir.absolute()
     models = {
         name: model.model_copy(update={"path": _relative_to(base_dir, model.path) if model.path else None})
         for name, model in config.models.items()
     }
     cameras = {name: camera.model_copy(update={"source": _source_path(base_dir, camera.source)}) for name, camera in config.cameras.items()}
+    _check_file_sources(cameras)
     state_dir = _relative_to(base_dir, config.state_dir)
     update = {"models": models, "cameras": cameras, "state_dir": state_dir, "mqtt": _resolve_mqtt(config, base_dir, state_dir)}
     if config.escalation and config.escalation.dataset.dir:
-        dataset = config.escalation.dataset.model_copy(update={"dir": _relative_to(base_dir, config.escalation.dataset.dir)})
+        dataset = config.escalation.dataset.model_copy(update={"dir": _relative_to(state_dir, config.escalation.dataset.dir)})
         update["escalation"] = config.escalation.model_copy(update={"dataset": dataset})
-    evidence_dir = _relative_to(base_dir, config.evidence.dir) if config.evidence.dir else state_dir / "evidence"
+    evidence_dir = _relative_to(state_dir, config.evidence.dir or Path("evidence"))
     update["evidence"] = config.evidence.model_copy(update={"dir": evidence_dir})
     return config.model_copy(update=update)
 
 
+def _check_file_sources(cameras: dict) -> None:
+    """A file source that is not there would only be retried for ever: name it now."""
+    problems = [
+        f"cameras.{name}.source: file not found: {camera.source}"
+        for name, camera in cameras.items()
+        if is_file_path(camera.source) and not Path(camera.source.removeprefix("file://")).is_file()
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def is_file_path(source: object) -> bool:
+    """A source that names a video file (a path or file:// URL), not a stream or a device."""
+    return isinstance(source, str) and ("://" not in source or source.startswith("file://")) and not source.startswith("/dev/")
+
+
 def _resolve_mqtt(config: AppConfig, base_dir: Path, state_dir: Path) -> MqttConfig:
     mqtt, outbox = config.mqtt, config.mqtt.outbox
-    path = _relative_to(base_dir, outbox.path) if outbox.path else state_dir / f"outbox-{mqtt.client_id}.sqlite"
+    path = _relative_to(state_dir, outbox.path) if outbox.path else state_dir / f"outbox-{mqtt.client_id}.sqlite"
     update: dict = {"outbox": outbox.model_copy(update={"path": path})}
     if mqtt.tls:
         files = {key: _relative_to(base_dir, getattr(mqtt.tls, key)) for key in TLS_FILES if getattr(mqtt.tls, key)}
@@ -153,20 +187,31 @@ def _resolve_mqtt(config: AppConfig, base_dir: Path, state_dir: Path) -> MqttCon
 
 
 def check_secret_permissions(path: Path, data: dict, config: AppConfig) -> str | None:
-    """A problem when the file holds an inline secret and other users can read it (None: fine)."""
-    inline = _inline_secret_keys(data)
-    if not inline:
-        return None
+    """A problem when the file holds a secret and other users can read it (None: fine). An inline ``{value: ...}``
+    is refused (or a warning, by ``service.secrets_in_readable_config``); a password inside a camera URL, the
+    older way to give one, is a warning."""
+    inline, in_urls = _inline_secret_keys(data), _url_password_keys(data)
     mode = path.stat().st_mode
-    if not mode & 0o004:
+    if not (inline or in_urls) or not mode & 0o004:
         return None
-    problem = (
-        f"{', '.join(inline)}: inline secret in {path}, which every user can read (mode {mode & 0o777:o}); "
-        f"chmod 600 it, or use {{file: ...}} (systemd LoadCredential=) or {{env: ...}}"
-    )
+    where = f"in {path}, which every user can read (mode {mode & 0o777:o})"
+    instead = ("use {file: NAME} (a systemd credential, LoadCredential=) or {env: VAR} instead; chmod 600 helps only "
+               "where the monitor runs as the file's owner, not under the unit's DynamicUser=")
+    if not inline:
+        return f"{', '.join(in_urls)}: a password inside the URL {where}; give the login as {{url, username, password}} and {instead}"
+    problem = f"{', '.join(inline)}: inline secret {where}; {instead}"
     if config.service.secrets_in_readable_config == "refuse":
         raise ConfigError([problem])
     return problem
+
+
+def _url_password_keys(data: dict) -> list[str]:
+    cameras = data.get("cameras") if isinstance(data.get("cameras"), dict) else {}
+    return [
+        f"cameras.{name}.source"
+        for name, camera in cameras.items()
+        if isinstance(camera, dict) and isinstance(camera.get("source"), str) and urlsplit(camera["source"]).password
+    ]
 
 
 def _inline_secret_keys(data: object, where: tuple = ()) -> list[str]:
@@ -183,8 +228,8 @@ def _relative_to(base_dir: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path)
 
 
-def _source_path(base_dir: Path, source: str | int) -> str | int:
-    if isinstance(source, int) or "://" in source or source.startswith("/dev/"):
+def _source_path(base_dir: Path, source: str | int | StreamSource) -> str | int | StreamSource:
+    if not is_file_path(source) or source.startswith("file://"):
         return source
     if source.isdigit():
         return int(source)

@@ -282,6 +282,7 @@ def build_camera_escalation(
         },
         class_names=list(detector.class_names),
         config=cam,
+        anchor=camera.anchor,
     )
     scorer = AmbiguityScorer(cam, brief.class_names, detector.thresholds.by_class)
     metrics.register_escalation(name, REASONS)

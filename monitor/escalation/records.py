@@ -20,7 +20,8 @@ from monitor.escalation.request import EscalationOutcome, EscalationRequest
 from monitor.frame import Boxes
 from monitor.safety.events import OpenEvent
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: the camera's zones and anchor, and the events' boxes (which the export needs)
+READABLE_VERSIONS = (1, 2)
 
 
 class DatasetWriter:
@@ -87,6 +88,8 @@ def build_record(request: EscalationRequest, image: np.ndarray, outcome: Escalat
         "objects": _boxes(request.objects),
         "detections": _boxes(request.detections),
         "detector_counts": request.detector_counts,
+        "zones": {name: zone["polygon"] for name, zone in request.brief.zones.items()},
+        "anchor": request.brief.anchor,
         "events": [_event(event) for event in request.events],
         "answer": {"counts": answer.counts, "events": answer.events, "description": answer.description} if answer else None,
     }
@@ -106,4 +109,7 @@ def _boxes(boxes: Boxes) -> list[dict]:
 
 
 def _event(event: OpenEvent) -> dict:
-    return {"id": event.id, "rule": event.rule, "zone": event.zone, "track_ids": list(event.track_ids), "ambiguous": event.ambiguous}
+    return {
+        "id": event.id, "rule": event.rule, "zone": event.zone, "track_ids": list(event.track_ids), "ambiguous": event.ambiguous,
+        "boxes": [[round(float(v), 2) for v in box] for box in event.boxes],
+    }

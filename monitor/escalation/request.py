@@ -25,6 +25,7 @@ class CameraBrief:
     label_classes: dict[str, list[str]]  # label -> model classes reported as it
     class_names: list[str]
     config: CameraEscalationConfig
+    anchor: str = "bottom_center"  # the point of a box that must be inside a zone
 
     @property
     def zone_labels(self) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """The safety engine: a camera's rules and the lifecycle of their events.
 
-Each rule (``monitor.safety.rules``) turns a frame into observations; a per-rule lifecycle debounces them:
+Each rule (``monitor.safety.rules``) turns a frame into observations, each about a subject (``monitor.safety.subjects``:
+one object is one subject although the tracker renames it); a per-rule lifecycle debounces them:
 
     candidate --(held min_seconds)--> active --(absent clear_seconds)--> ended --(cooldown_s)--> may start again
 
@@ -9,8 +10,8 @@ does not start an event on its own: the candidate waits for ``review()`` (the es
 multimodal model) and starts ``confirmed``; a dismissal drops it (and keeps it quiet while the
 condition lasts); with no review within ``unreviewed_after_s`` it starts with verdict ``unconfirmed``.
 
-Time is the frame's stream time (``CapturedFrame.media_time`` for files, the monotonic clock for live
-cameras), so a file processed faster than real time raises the same events as real time would.
+Time is the frame's stream time (``CapturedFrame.stream_time``: video time for files, seconds since the reader
+started for live cameras), so a file processed faster than real time raises the same events as real time would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -30,11 +30,12 @@ from monitor.common import clean_text, iso_utc
 from monitor.config import CameraConfig, MqttConfig
 from monitor.evidence import EvidenceStore
 from monitor.frame import Boxes, FrameResult
-from monitor.geometry import iou, zone_membership
+from monitor.geometry import zone_membership
 from monitor.publishing.message import Message
 from monitor.publishing.sequence import ACTIVE, EVENTS, Sequence, new_sequence, stream_name
 from monitor.safety.events import OpenEvent, SafetyEvent
-from monitor.safety.rules import SPOT_IOU, XYXY, FrameView, Key, Observation, Rule, StaleCameraRuleEval, build_rule
+from monitor.safety.rules import FrameView, Key, Observation, StaleCameraRuleEval, build_rule
+from monitor.safety.subjects import Cooldown, RuleState
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +53,6 @@ class SafetyMetrics(Protocol):
 class NullSafetyMetrics:
     def safety_event_started(self, camera: str, rule: str) -> None: ...
     def safety_events_active(self, camera: str, rule: str, n: int) -> None: ...
-
-
-
-
-
-@dataclass
-class _Cooldown:
-    until: float
-    box: XYXY | None
-
-
-class RuleState:
-    """One rule's events by subject key, its cooldowns and its subject matching for untracked boxes."""
-
-    def __init__(self, rule: Rule):
-        self.rule = rule
-        self.config = rule.config
-        self.events: dict[Key, SafetyEvent] = {}
-        self.cooldowns: dict[Key, _Cooldown] = {}
-        self._spots = 0
-
-    def resolve_key(self, ob: Observation) -> Key:
-        """Untracked subjects ("spot" keys) are matched to earlier ones by box overlap."""
-        if ob.key[0] != "spot":
-            return ob.key
-        box = ob.boxes[0]
-        for key, event in self.events.items():
-            if key[0] == "spot" and event.zone == ob.zone and event.boxes and iou(box, event.boxes[0]) >= SPOT_IOU:
-                return key
-        for key, cooldown in self.cooldowns.items():
-            if key[0] == "spot" and cooldown.box is not None and iou(box, cooldown.box) >= SPOT_IOU:
-                return key
-        self._spots += 1
-        return ("spot", ob.zone, self._spots)
 
 
 class SafetyEngine:
@@ -180,8 +147,7 @@ class SafetyEngine:
         seen: set[Key] = set()
         out: list[Message] = []
         holds: dict[Key, float] = {}
-        for ob in observations:
-            key = state.resolve_key(ob)
+        for ob, key in zip(observations, state.resolve_keys(observations, t)):
             cooldown = state.cooldowns.get(key)
             if cooldown and cooldown.until > t and key not in state.events:
                 continue
@@ -223,10 +189,10 @@ class SafetyEngine:
         if t - event.last_seen < state.config.clear_seconds or t <= event.last_seen:
             return []
         del state.events[event.key]
-        self._forget_cooldowns(state, t)
-        if event.status != "active" and event.verdict != "dismissed":
-            return []  # a candidate that never started just goes, leaving no cooldown
-        state.cooldowns[event.key] = _Cooldown(event.last_seen + state.config.cooldown_s, event.boxes[0] if event.boxes else None)
+        if event.status == "active" or event.verdict == "dismissed":  # a candidate that never started leaves no cooldown
+            box = event.boxes[0] if event.boxes else None
+            state.cooldowns[event.key] = Cooldown(event.last_seen + state.config.cooldown_s, box, event.zone)
+        state.forget(t)
         if event.status != "active":
             return []
         return self._end(state, event, "cleared", event.last_seen, event.last_wall)
@@ -261,10 +227,6 @@ class SafetyEngine:
         self._report_active(state)
         log.info("camera %s: %s event %s ended (%s) after %.1fs", self.camera, event.rule, event.id, reason, end_s - event.first_seen)
         return [self._message(event, "end")]
-
-    def _forget_cooldowns(self, state: RuleState, t: float) -> None:
-        for key in [k for k, c in state.cooldowns.items() if c.until <= t]:
-            del state.cooldowns[key]
 
     # --- the escalation interface -------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class SafetyEvent:
             "duration_s": round((self.end_s if self.end_s is not None else self.last_seen) - self.first_seen, 3),
             "updates": self.updates,
             "snapshot": self.snapshot,
+            "boxes": [[round(float(v), 1) for v in box] for box in self.boxes],
             "detail": self.detail,
             "reviews": self.reviews,
         }

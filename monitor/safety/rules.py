@@ -104,7 +104,7 @@ class IntrusionRuleEval(Rule):
     def observe(self, view: FrameView) -> list[Observation]:
         out = []
         for zone in self.zone_names():
-            intruders = [ob for row in self.rows_in(view, zone) if (ob := self._intruder(view, zone, row))]
+            intruders = _one_per_object([ob for row in self.rows_in(view, zone) if (ob := self._intruder(view, zone, row))])
             if self.config.per == "zone" and intruders:
                 out.append(_whole_zone(zone, intruders))
             else:
@@ -120,6 +120,16 @@ class IntrusionRuleEval(Rule):
         key = ("track", zone, track) if track >= 0 else ("spot", zone)
         box = tuple(map(float, view.objects.xyxy[row]))
         return Observation(key, zone, (track,), conf, unsure, [box], {"label": view.object_label(row)})
+
+
+def _one_per_object(observations: list[Observation]) -> list[Observation]:
+    """Without the untracked boxes that overlap a tracked one: a detection the tracker did not take, on a person it
+    tracks, is that person again (a second, partial box), not a second intruder."""
+    tracked = [ob.boxes[0] for ob in observations if ob.track_ids[0] >= 0]
+    return [
+        ob for ob in observations
+        if ob.track_ids[0] >= 0 or not any(iou(ob.boxes[0], box) >= SPOT_IOU for box in tracked)
+    ]
 
 
 def _whole_zone(zone: str | None, intruders: list[Observation]) -> Observation:
@@ -197,6 +207,7 @@ class PersonDownRuleEval(Rule):
     def __init__(self, config: PersonDownRule, zones: dict[str, np.ndarray], anchor: str):
         super().__init__(config, zones)
         self.anchor = anchor
+        self.camera_zones = zones  # without zones of its own, an event still says where it is
         self.fall_classes = set(config.fall_classes)
         self._tall_at: dict[int, float] = {}  # track -> last time its box was tall
         self._down_since: dict[int, float] = {}  # track -> when it turned wide
@@ -260,14 +271,13 @@ class PersonDownRuleEval(Rule):
         return True
 
     def _zone_of_box(self, xyxy: np.ndarray) -> str | None | bool:
-        """The rule zone holding the box's anchor; None without zones; False when outside them all."""
-        if not self.zones:
-            return None
+        """The rule zone holding the box's anchor, False when outside them all; a rule without zones watches the
+        whole image and names the first camera zone holding the anchor (None: in none)."""
         point = anchor_points(np.asarray(xyxy, np.float64).reshape(1, 4), self.anchor)
-        for name, polygon in self.zones.items():
+        for name, polygon in (self.zones or self.camera_zones).items():
             if points_in_polygon(point, polygon)[0]:
                 return name
-        return False
+        return False if self.zones else None
 
     def _merge(self, group: list[Observation]) -> Observation:
         best = max(group, key=lambda ob: ob.confidence)

@@ -12,10 +12,11 @@ import numpy as np
 import yaml
 
 from monitor.common import ALL_ZONES
-from monitor.escalation.records import RECORD_VERSION
-from monitor.geometry import box_iou
+from monitor.escalation.records import READABLE_VERSIONS
+from monitor.geometry import anchor_points, box_iou, points_in_polygon
 
 PROMOTE_IOU = 0.5  # a weak detection overlapping a counted box this much is the same object
+DISMISSED_IOU = 0.3  # a box overlapping a dismissed event's box this much is what the model dismissed
 
 
 @dataclass
@@ -23,63 +24,114 @@ class ExportSummary:
     train: int = 0
     val: int = 0
     boxes: int = 0
+    frames: int = 0  # records found
+    unanswered: int = 0  # frames whose call failed: no answer to check the detector's boxes against
     review: list[str] = field(default_factory=list)  # frames whose boxes disagree with the model's counts
     skipped: list[str] = field(default_factory=list)  # unreadable records
     names: list[str] = field(default_factory=list)
 
+    def why_empty(self, source: Path, include_disagreements: bool) -> str:
+        """Why nothing was exported (or no val split): what the operator needs to do next."""
+        if not self.frames and not self.skipped:
+            return f"no saved frames in {source} (the monitor saves answered escalations there while it runs)"
+        if not self.frames:
+            return f"none of the {len(self.skipped)} records in {source} could be read"
+        reasons = []
+        if self.unanswered:
+            reasons.append(f"{self.unanswered} have no answer (the call failed)")
+        if self.review and not include_disagreements:
+            reasons.append(f"{len(self.review)} disagree with the model's counts (listed in review.txt; label them, "
+                           f"or export them as they are with --include-disagreements)")
+        if reasons:
+            return f"of {self.frames} saved frames, " + " and ".join(reasons)
+        return f"{self.frames} frame(s) cannot make both a train and a val split: at least 2 are needed"
+
 
 def frame_labels(record: dict) -> tuple[list[dict], bool]:
-    """The boxes to train on and whether they agree with the model's counts.
+    """The boxes to train on and whether they agree with the model's counts (overall and per zone).
 
-    Start from the detector's counted boxes; drop those of tracks the model said are not a real event;
-    where the model counts more of a label, promote the strongest weak detections of that label.
+    Start from the detector's counted boxes and drop what the model dismissed (the tracks and boxes of events
+    it said are not real). Where the model counts more of a label, promote the strongest weak detections of
+    that label, never one the model dismissed, and only into zones where the model counted more too.
     """
+    wanted = (record.get("answer") or {}).get("counts") or {}
+    if ALL_ZONES not in wanted:
+        return [], False
     labels = record["class_labels"]
-    dismissed = {t for verdict in _verdicts(record) if not verdict["real"] for t in verdict["track_ids"]}
-    boxes = [b for b in record["objects"] if b["track_id"] < 0 or b["track_id"] not in dismissed]
-    totals = (record.get("answer") or {}).get("counts", {}).get(ALL_ZONES)
-    if totals is None:
-        return boxes, False
-    agrees = True
-    for label, wanted in totals.items():
-        have = [b for b in boxes if labels[b["class_id"]] == label]
-        if wanted > len(have):
-            boxes += _weak_of(record, label, boxes)[: wanted - len(have)]
-            have = [b for b in boxes if labels[b["class_id"]] == label]
-        agrees = agrees and wanted == len(have)
+    dismissed_tracks, dismissed_boxes = _dismissed(record)
+    boxes = [b for b in record["objects"] if b["track_id"] not in dismissed_tracks and not _overlaps(b, dismissed_boxes, DISMISSED_IOU)]
+    zones = _zone_finder(record)
+    have = _counts(boxes, labels, zones)
+    for weak in _weak_candidates(record, dismissed_boxes):
+        if _overlaps(weak, [b["xyxy"] for b in boxes], PROMOTE_IOU):
+            continue  # a counted (or already promoted) object
+        label = labels[weak["class_id"]]
+        counted_where = [zone for zone in (ALL_ZONES, *zones(weak)) if label in wanted.get(zone, {})]
+        if ALL_ZONES in counted_where and all(_n(have, zone, label) < wanted[zone][label] for zone in counted_where):
+            boxes.append(weak)
+            have = _counts(boxes, labels, zones)
+    checked = [zone for zone in wanted if zone == ALL_ZONES or zone in record.get("zones", {})]
+    agrees = all(_n(have, zone, label) == n for zone in checked for label, n in wanted[zone].items())
     return boxes, agrees
 
 
-def _verdicts(record: dict) -> list[dict]:
-    answer = record.get("answer") or {}
+def _n(counts: dict[str, dict[str, int]], zone: str, label: str) -> int:
+    return counts.get(zone, {}).get(label, 0)
+
+
+def _dismissed(record: dict) -> tuple[set[int], list[list[float]]]:
+    """The track ids and boxes of the events the model said are not real."""
     events = {e["id"]: e for e in record.get("events", [])}
-    return [
-        {"real": v["real"], "track_ids": events[v["id"]].get("track_ids", [])} for v in answer.get("events", []) if v["id"] in events
-    ]
+    verdicts = [(events[v["id"]], v["real"]) for v in (record.get("answer") or {}).get("events", []) if v["id"] in events]
+    tracks = {t for event, real in verdicts if not real for t in event.get("track_ids", []) if t >= 0}
+    boxes = [box for event, real in verdicts if not real for box in event.get("boxes", [])]
+    return tracks, boxes
 
 
-def _weak_of(record: dict, label: str, taken: list[dict]) -> list[dict]:
-    labels = record["class_labels"]
-    taken_xyxy = np.array([b["xyxy"] for b in taken], np.float32).reshape(-1, 4)
-    weak = []
-    for det in sorted(record["detections"], key=lambda d: -d["conf"]):
-        if labels[det["class_id"]] != label:
-            continue
-        xyxy = np.array([det["xyxy"]], np.float32)
-        if len(taken_xyxy) and box_iou(xyxy, taken_xyxy).max() >= PROMOTE_IOU:
-            continue
-        weak.append(det)
-        taken_xyxy = np.vstack([taken_xyxy, xyxy])
-    return weak
+def _overlaps(box: dict, others: list[list[float]], threshold: float) -> bool:
+    if not others:
+        return False
+    return float(box_iou(np.array([box["xyxy"]], np.float32), np.array(others, np.float32)).max()) >= threshold
+
+
+def _weak_candidates(record: dict, dismissed_boxes: list[list[float]]) -> list[dict]:
+    """Weak detections, strongest first, without what the model dismissed."""
+    weak = sorted(record["detections"], key=lambda d: -d["conf"])
+    return [det for det in weak if not _overlaps(det, dismissed_boxes, DISMISSED_IOU)]
+
+
+def _zone_finder(record: dict):
+    """box -> the names of the record's zones holding its anchor (records before version 2 have no zones)."""
+    polygons = {name: np.asarray(points, np.float64) for name, points in record.get("zones", {}).items()}
+    anchor = record.get("anchor", "bottom_center")
+
+    def zones_of(box: dict) -> list[str]:
+        point = anchor_points(np.array([box["xyxy"]], np.float64), anchor)
+        return [name for name, polygon in polygons.items() if points_in_polygon(point, polygon)[0]]
+
+    return zones_of
+
+
+def _counts(boxes: list[dict], labels: list[str], zones_of) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for box in boxes:
+        for zone in [ALL_ZONES, *zones_of(box)]:
+            per_label = counts.setdefault(zone, {})
+            per_label[labels[box["class_id"]]] = per_label.get(labels[box["class_id"]], 0) + 1
+    return counts
 
 
 def export_dataset(source: Path, out: Path, val_fraction: float = 0.2, include_disagreements: bool = False) -> ExportSummary:
     """Write ``out/images/{train,val}``, ``out/labels/{train,val}`` and ``out/data.yaml`` from saved frames."""
     summary = ExportSummary()
     records = _load_records(Path(source), summary)
+    summary.frames = len(records)
     names: list[str] = []
     chosen = []
     for jpg, record in records:
+        if record.get("answer") is None:
+            summary.unanswered += 1
+            continue
         boxes, agrees = frame_labels(record)
         if not agrees:
             summary.review.append(str(jpg))
@@ -90,10 +142,9 @@ def export_dataset(source: Path, out: Path, val_fraction: float = 0.2, include_d
                 names.append(name)
         chosen.append((jpg, record, boxes))
     make_split_dirs(out)
-    for (jpg, record, boxes), splits in zip(chosen, assign_splits(len(chosen), val_fraction)):
-        for split in splits:
-            _write_frame(out, split, jpg, record, boxes, names)
-            setattr(summary, split, getattr(summary, split) + 1)
+    for (jpg, record, boxes), split in zip(chosen, assign_splits(len(chosen), val_fraction)):
+        _write_frame(out, split, jpg, record, boxes, names)
+        setattr(summary, split, getattr(summary, split) + 1)
         summary.boxes += len(boxes)
     summary.names = names
     write_data_yaml(out, names)
@@ -107,7 +158,7 @@ def _load_records(source: Path, summary: ExportSummary) -> list[tuple[Path, dict
     for jpg in sorted(source.glob("*/*.jpg")):
         try:
             record = json.loads(jpg.with_suffix(".json").read_text())
-            if record.get("version") != RECORD_VERSION:
+            if record.get("version") not in READABLE_VERSIONS:
                 raise ValueError(f"unknown record version {record.get('version')}")
         except (OSError, ValueError) as exc:
             summary.skipped.append(f"{jpg}: {exc}")
@@ -121,12 +172,13 @@ def make_split_dirs(out: Path) -> None:
         (out / sub).mkdir(parents=True, exist_ok=True)
 
 
-def assign_splits(count: int, val_fraction: float) -> list[list[str]]:
-    """Per item, the splits it goes to: every ``1/val_fraction``-th to val, the rest to train."""
+def assign_splits(count: int, val_fraction: float) -> list[str]:
+    """Per item, its split: every ``1/val_fraction``-th to val, the rest to train; with at least two items and a
+    val fraction, at least one goes to val. An item is never in both (val would only repeat train)."""
     every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
-    out = [["val"] if every and i % every == every - 1 else ["train"] for i in range(count)]
-    if count == 1 or (every and count and ["val"] not in out[:-1]):
-        out[-1] = ["train", "val"]  # Ultralytics needs both splits; a lone frame serves as both
+    out = ["val" if every and i % every == every - 1 else "train" for i in range(count)]
+    if every and count >= 2 and "val" not in out:
+        out[-1] = "val"
     return out
 
 

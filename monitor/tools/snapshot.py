@@ -8,16 +8,16 @@ config.yaml and runs it again until the zones sit where they should.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from monitor.annotate import annotate, format_counts
-from monitor.capture import describe_source, is_file_source, open_capture, valid_image
+from monitor.annotate import annotate, draw_faint_boxes, format_counts
+from monitor.capture import describe_source, open_capture, valid_image
 from monitor.common import ALL_ZONES
-from monitor.config import AppConfig, CameraConfig
+from monitor.config import AppConfig, CameraConfig, ConfigError, is_file_path
 from monitor.counting import raw_counts, zone_labels
 from monitor.detection.loading import build_detector
 from monitor.frame import Boxes, Counts
@@ -39,15 +39,24 @@ class Snapshot:
     labels: list[str]  # model class index -> label
     object_zones: list[tuple[str, ...]]
     counts: Counts
+    # what the model saw below its class thresholds: drawn faint and listed apart, so that a missing count can be
+    # told apart as a threshold (a faint box where the object is) or a zone problem (a counted box outside the zone)
+    weak: Boxes = field(default_factory=Boxes.empty)
+    weak_zones: list[tuple[str, ...]] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)  # model class index -> confidence threshold
+    class_names: list[str] = field(default_factory=list)  # model class index -> the model's own class name
 
 
 def grab_frame(camera: CameraConfig, skip: int = 0, timeout_s: float = 15.0) -> np.ndarray:
     """One decoded frame from the camera: after ``skip`` frames (and a few more for live streams)."""
-    capture = open_capture(camera.source)
+    try:
+        capture = open_capture(camera.open_target())
+    except ConfigError as error:
+        raise SnapshotError(str(error)) from None
     try:
         if not capture.isOpened():
             raise SnapshotError(f"cannot open {describe_source(camera.source)}")
-        to_skip = skip if is_file_source(camera.source) else skip + STREAM_FLUSH_FRAMES
+        to_skip = skip if is_file_path(camera.source) else skip + STREAM_FLUSH_FRAMES
         deadline = time.monotonic() + timeout_s
         frame = None
         for _ in range(to_skip + 1):
@@ -70,14 +79,19 @@ def take_snapshot(app: AppConfig, camera_name: str, skip: int = 0, grid: int = 0
     raw = grab_frame(camera, skip)
     detector = build_detector(camera.model, app.models[camera.model])
     detections = detector.predict([raw])[0]
-    objects = detections.select(detector.thresholds.passing(detections))
+    passing = detector.thresholds.passing(detections)
+    objects, weak = detections.select(passing), detections.select(~passing)
+    zone_map = ZoneMap(camera)
     object_labels = [detector.labels[c] for c in objects.class_id.tolist()]
-    object_zones = ZoneMap(camera).assign(objects, object_labels)
+    object_zones = zone_map.assign(objects, object_labels)
+    weak_zones = zone_map.assign(weak, [detector.labels[c] for c in weak.class_id.tolist()])
     counts = raw_counts(objects, object_zones, object_labels, zone_labels(camera, detector.label_set))
     base = draw_grid(raw.copy(), grid) if grid else raw.copy()
+    draw_faint_boxes(base, weak, detector.class_names)  # thresholds are per model class: name it
     zones = {name: zone.polygon for name, zone in camera.zones.items()}
     image = annotate(base, zones, objects, detector.labels, counts=counts, title=f"{camera_name}  {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    return Snapshot(image, raw, objects, detector.labels, object_zones, counts)
+    thresholds = [float(t) for t in detector.thresholds.by_class]
+    return Snapshot(image, raw, objects, detector.labels, object_zones, counts, weak, weak_zones, thresholds, detector.class_names)
 
 
 def draw_grid(image: np.ndarray, step: int) -> np.ndarray:
@@ -111,6 +125,16 @@ def describe(app: AppConfig, camera_name: str, snapshot: Snapshot) -> list[str]:
         label = snapshot.labels[int(snapshot.objects.class_id[row])]
         zones = ", ".join(snapshot.object_zones[row]) or "-"
         lines.append(f"  {label} {snapshot.objects.conf[row]:.2f} box [{x1}, {y1}, {x2}, {y2}] zones: {zones}")
+    if len(snapshot.weak):
+        lines.append(f"{len(snapshot.weak)} below their class threshold (drawn faint, not counted):")
+    for row in range(len(snapshot.weak)):
+        x1, y1, x2, y2 = (round(float(v)) for v in snapshot.weak.xyxy[row])
+        class_id = int(snapshot.weak.class_id[row])
+        label, name = snapshot.labels[class_id], snapshot.class_names[class_id]
+        seen_as = label if label == name else f"{label} as {name}"  # thresholds are per model class
+        zones = ", ".join(snapshot.weak_zones[row]) or "-"
+        lines.append(f"  ({seen_as} {snapshot.weak.conf[row]:.2f} < {snapshot.thresholds[class_id]:.2f}) "
+                     f"box [{x1}, {y1}, {x2}, {y2}] in: {zones}")
     for name, zone in camera.zones.items():
         points = ", ".join(f"[{x:g}, {y:g}]" for x, y in zone.polygon)
         lines.append(f"zone {name}: polygon [{points}]  counts: {format_counts(snapshot.counts.get(name, {}))}")

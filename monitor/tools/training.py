@@ -10,6 +10,7 @@ Offline: nothing is downloaded (YOLO_OFFLINE=1, the Arial.ttf font check disable
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -21,7 +22,10 @@ from pathlib import Path
 from monitor.detection.detector import choose_device
 from monitor.tools.dataset import assign_splits, make_split_dirs, write_data_yaml, write_pair
 
+log = logging.getLogger("monitor")
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_IMGSZ = 640
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
@@ -112,11 +116,10 @@ def import_labelled(images: Path, labels: Path | None, names: list[str], out: Pa
         except TrainingError as error:
             summary.problems.append(str(error))
     make_split_dirs(out)
-    for (image, lines), splits in zip(chosen, assign_splits(len(chosen), val_fraction)):
+    for (image, lines), split in zip(chosen, assign_splits(len(chosen), val_fraction)):
         stem = "_".join(image.relative_to(images).with_suffix("").parts)
-        for split in splits:
-            write_pair(out, split, stem, image, lines)
-            setattr(summary, split, getattr(summary, split) + 1)
+        write_pair(out, split, stem, image, lines)
+        setattr(summary, split, getattr(summary, split) + 1)
         summary.boxes += len(lines)
     write_data_yaml(out, names)
     return summary
@@ -146,7 +149,7 @@ def evaluate(model_path: str | Path, data: Path, imgsz: int | None = None, devic
     from ultralytics import YOLO
 
     model = YOLO(str(model_path))
-    imgsz = imgsz or trained_imgsz(model) or 640
+    imgsz = imgsz or trained_imgsz(model) or DEFAULT_IMGSZ
     with tempfile.TemporaryDirectory(prefix="monitor-val-") as scratch:
         result = model.val(data=str(data), split="val", imgsz=imgsz, batch=batch, device=choose_device(device),
                            workers=0, plots=False, verbose=False, project=scratch, name="val", exist_ok=True)
@@ -170,7 +173,7 @@ class TrainRequest:
     model: str
     out: Path
     epochs: int = 30
-    imgsz: int = 640
+    imgsz: int | None = None  # default: the size the starting model was trained at
     batch: int = 16
     device: str = "auto"
     workers: int = 0
@@ -189,7 +192,8 @@ def train(request: TrainRequest) -> dict:
     device = choose_device(request.device)
     started = time.monotonic()
     model = YOLO(request.model)
-    model.train(data=str(request.data), epochs=request.epochs, imgsz=request.imgsz, batch=request.batch, device=device,
+    imgsz = train_imgsz(request.imgsz, trained_imgsz(model), request.model)
+    model.train(data=str(request.data), epochs=request.epochs, imgsz=imgsz, batch=request.batch, device=device,
                 workers=request.workers, patience=request.patience, amp=request.amp, plots=False, verbose=False,
                 project=str(request.runs.resolve()), name=request.out.stem, exist_ok=True, **request.extra)
     seconds = time.monotonic() - started
@@ -199,13 +203,23 @@ def train(request: TrainRequest) -> dict:
     shutil.copyfile(best, request.out)
     metrics = {
         "model": str(request.out), "base": request.model, "data": str(request.data),
-        "training": {"epochs": request.epochs, "imgsz": request.imgsz, "batch": request.batch, "device": device,
+        "training": {"epochs": request.epochs, "imgsz": imgsz, "batch": request.batch, "device": device,
                      "seconds": round(seconds, 1), "run_dir": str(model.trainer.save_dir), "weights": best.name},
-        "detection": evaluate(request.out, request.data, request.imgsz, request.device, request.batch),
+        "detection": evaluate(request.out, request.data, imgsz, request.device, request.batch),
         "software": _software(),
     }
     metrics_path(request.out).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def train_imgsz(asked: int | None, trained: int | None, model: str) -> int:
+    """The size to train at: the one asked for, else the starting model's; a warning when they differ, because a
+    model fine-tuned at another size than it was trained at can lose much of what it knew."""
+    if asked and trained and asked != trained:
+        log.warning("train: --imgsz %d differs from the %d that %s was trained at; expect a much lower mAP unless the "
+                    "site's camera really needs the other size (and then deploy with models.<name>.imgsz: %d)",
+                    asked, trained, model, asked)
+    return asked or trained or DEFAULT_IMGSZ
 
 
 def metrics_path(weights: Path) -> Path:
