@@ -22,6 +22,7 @@ from monitor.config.app import (
     ServiceConfig,
     TlsConfig,
     default_state_dir,
+    systemd_cache_dir,
 )
 from monitor.config.base import ConfigError, LocatedError, SecretSource, Strict
 from monitor.config.camera import (
@@ -52,4 +53,5 @@ __all__ = [
     "MqttConfig", "OccupancyRule", "OutboxConfig", "PersonDownRule", "ReconnectConfig", "SafetyRule", "SafetyRuleBase",
     "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "Strict", "TlsConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "load_config", "model_labels", "parse_config",
+    "systemd_cache_dir",
 ]

@@ -102,7 +102,8 @@ def _resolve_state_paths(config: AppConfig, base_dir: Path) -> dict:
     outbox = config.mqtt.outbox
     path = _relative_to(base_dir, outbox.path) if outbox.path else state_dir / f"outbox-{config.mqtt.client_id}.sqlite"
     mqtt = config.mqtt.model_copy(update={"outbox": outbox.model_copy(update={"path": path})})
-    return {"state_dir": state_dir, "mqtt": mqtt}
+    cache_dir = _relative_to(base_dir, config.cache_dir) if config.cache_dir else state_dir / "cache"
+    return {"state_dir": state_dir, "cache_dir": cache_dir, "mqtt": mqtt}
 
 
 def check_secret_permissions(path: Path, data: dict, config: AppConfig) -> str | None:
