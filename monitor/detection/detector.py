@@ -103,7 +103,8 @@ class Detector:
         self.threads = config.threads or (cpu_threads(cameras) if self.engine.engine == "openvino" else None)
         log.info("model %s: engine %s on %s (%s)%s", name, self.engine.engine, self.device, self.engine.why,
                  f", {self.threads} threads" if self.threads and self.device == "cpu" else "")  # fmt: skip
-        self.class_names = [self.model.names[i] for i in sorted(self.model.names)]
+        names = self._backend().names  # not self.model.names: for an export, each read of it loads the model again
+        self.class_names = [names[i] for i in sorted(names)]
         self.labels = [config.aliases.get(c, c) for c in self.class_names]  # per class id
         self.label_set = model_labels(config, self.class_names)
         self.thresholds = ClassThresholds.build(config, self.class_names)
