@@ -14,7 +14,8 @@ line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime
 to a real Mosquitto started here; the engine is ``--engine``, default the config's ``auto``). With ``--realtime`` the monitor's cameras play at the clip's rate like
 live cameras (``--clip 720p``: the street clip as 1280x720 H.264), and each run says whether every camera
 was kept up with (at least 95% of its frames processed) and what share of the captured frames was dropped
-(``monitor_frames_total{stage="dropped"}`` / ``{stage="captured"}``). ``vs fastest`` is each mode's fps as a
+(``monitor_frames_total{stage="dropped"}`` / ``{stage="captured"}``). ``--threads-list 1,2`` runs each monitor-N
+as monitor-N-t1 and monitor-N-t2 (the model's threads). ``vs fastest`` is each mode's fps as a
 ratio to the fastest plain predict loop (PyTorch, ONNX, OpenVINO) of the same repeat. Prints a table; writes
 bench/results/<UTC time>.json and latest.json.
 """
@@ -90,7 +91,10 @@ def child(args: argparse.Namespace) -> dict:
         camera = camera.model_copy(update={"source": args.clip})
         config = config.model_copy(update={"cameras": {**config.cameras, camera_name: camera}})
     if args.mode.startswith("monitor-"):
-        return run_monitor(args, config, model_name, model_config, int(args.mode.split("-")[1]))
+        cameras, _, threads = args.mode.removeprefix("monitor-").partition("-t")
+        if threads:  # monitor-N-tK: the model gets K threads
+            model_config = model_config.model_copy(update={"threads": int(threads)})
+        return run_monitor(args, config, model_name, model_config, int(cameras))
     return run_plain(args, model_config, camera, config.cache_dir)
 
 
@@ -423,7 +427,8 @@ def parent(args: argparse.Namespace) -> int:
     if args.clip == "720p":
         args.clip = str(make_720p_clip(ROOT / "data" / "vtest.avi", CLIP_720P))
     cameras = [int(n) for n in args.cameras.split(",") if n]
-    modes = [m for m in args.modes.split(",") if m] + [f"monitor-{n}" for n in cameras]
+    threads = [f"-t{k}" for k in args.threads_list.split(",") if k] or [""]
+    modes = [m for m in args.modes.split(",") if m] + [f"monitor-{n}{t}" for n in cameras for t in threads]
     if "predict" not in modes:
         modes.insert(0, "predict")
     started = datetime.now(timezone.utc)
@@ -470,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", default="auto", choices=["auto", "pytorch", "none", "onnx", "openvino", "tensorrt"],
                         help="the monitor's engine (default: auto, the bundled default); an export also runs the plain modes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every mode (0: torch's default)")
+    parser.add_argument("--threads-list", default="", help="monitor runs with each of these model threads (1,2: "
+                        "modes monitor-N-t1 and monitor-N-t2), compared in the same run")  # fmt: skip
     parser.add_argument("--clip", help="the cameras' source instead of the config's (720p: the street clip as 1280x720 H.264)")
     parser.add_argument("--realtime", action="store_true", help="monitor cameras play at the clip's rate, like live "
                         "cameras, for frames/fps seconds: reports whether each camera is kept up with")  # fmt: skip

@@ -158,6 +158,7 @@ class Service:
 
     def run(self) -> int:
         """Until stopped, or until every camera finished (file sources without loop); the exit code."""
+        self.notifier.status("starting: loading the models (a first export takes tens of seconds; see the journal)")
         self.monitor = self.build(self.config, self.availability)
         self.monitor.start()
         self.notifier.ready(self._status())
