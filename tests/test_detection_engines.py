@@ -131,7 +131,7 @@ def test_auto_without_the_openvino_runtime_runs_pytorch_and_says_how_to_get_it(t
 
 def test_auto_picks_pytorch_on_cuda_and_openvino_on_a_cpu(person_model):
     auto = model_config(person_model, engine="auto")
-    assert (choose_engine(auto, "cuda:0").engine, choose_engine(auto, "cuda:0").reason) == ("pytorch", "auto_cuda")
+    assert (choose_engine(auto, "cuda:0").engine, choose_engine(auto, "cuda:0").reason) == ("pytorch", "auto_gpu")
     assert "FP16" in choose_engine(auto, "cuda:0").why and "tensorrt is opt-in" in choose_engine(auto, "cuda:0").why
     assert choose_engine(auto, "mps").engine == "pytorch"
     assert (choose_engine(auto, "cpu").engine, choose_engine(auto, "cpu").reason) == ("openvino", "auto_cpu_openvino")
@@ -172,6 +172,16 @@ def test_the_cache_key_holds_everything_an_export_depends_on(tmp_path):
     assert variants[-1].name == f"person-{digest}-any-640-b4-fp16.onnx"
     source.write_bytes(b"retrained weights")  # a new model at the same path gets exports of its own
     assert cached_path(cache, source, "onnx", "any", 640, 4, False) != base
+
+
+def test_openvino_runs_with_the_threads_given(person_model, openvino_detector, frames):
+    def threads_of(detector: Detector) -> int:
+        return detector.model.predictor.model.backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
+
+    assert threads_of(openvino_detector) == openvino_detector.threads == cpu_threads(1)  # the default: decoding's leftovers
+    one = Detector("person", model_config(person_model, engine="auto", max_batch=4, threads=1))  # the same cached export
+    assert threads_of(one) == 1
+    assert matched(one.predict([frames[0]])[0], openvino_detector.predict([frames[0]])[0], margin=0.01)
 
 
 def test_openvino_gets_the_cores_that_decoding_leaves():

@@ -1,8 +1,8 @@
 """Inference engines: which one runs a model (``engine: auto``), and its export, built once and cached.
 
 ``auto`` picks PyTorch (FP16) on a CUDA device (TensorRT stays opt-in) and the OpenVINO export on a CPU
-when the OpenVINO runtime is installed (about 4x PyTorch's frames per second on a small CPU; README
-"Performance"), else PyTorch. Exports go to a cache directory the process may write (``cache_dir``:
+when the OpenVINO runtime is installed (the fastest CPU engine: 1.1-1.4x PyTorch's frames per second on an
+AVX2 CPU, 2-4x on one with bfloat16 units; bench/RESULTS.md), else PyTorch. Exports go to a cache directory the process may write (``cache_dir``:
 systemd's ``$CACHE_DIRECTORY``, else ``<state_dir>/cache``), never next to the model, whose folder may
 be read-only (``ProtectSystem=strict``). The cache key holds everything an export depends on: the
 model file's content, the engine, the device (a TensorRT engine only runs on the GPU model it was
@@ -48,7 +48,7 @@ class EngineChoice:
     """What runs a model and why: ``reason`` is a small fixed set (a metric label), ``why`` the sentence logged."""
 
     engine: str  # pytorch, onnx, openvino, tensorrt
-    reason: str  # configured, auto_cuda, auto_cpu_openvino, auto_cpu_no_openvino, auto_not_pt, export_failed
+    reason: str  # configured, auto_gpu, auto_cpu_openvino, auto_cpu_no_openvino, auto_not_pt, export_failed
     why: str
 
 
@@ -77,13 +77,13 @@ def choose_engine(config: ModelConfig, device: str) -> EngineChoice:
     if Path(config.path).suffix != ".pt":
         return EngineChoice("pytorch", "auto_not_pt", f"auto: {Path(config.path).name} is already an export; loaded as it is")
     if device != "cpu":
-        return EngineChoice("pytorch", "auto_cuda", f"auto: PyTorch{' FP16' if device.startswith('cuda') else ''} on {device}"
+        return EngineChoice("pytorch", "auto_gpu", f"auto: PyTorch{' FP16' if device.startswith('cuda') else ''} on {device}"
                             " (engine: tensorrt is opt-in)")  # fmt: skip
     if runtime_installed("openvino"):
         return EngineChoice("openvino", "auto_cpu_openvino", "auto: a CPU, and the OpenVINO runtime is installed")
     return EngineChoice(
         "pytorch", "auto_cpu_no_openvino",
-        "auto: a CPU without the OpenVINO runtime (pip install 'camera-monitor[openvino]' for about 4x the frames per second)",
+        "auto: a CPU without the OpenVINO runtime (pip install 'camera-monitor[openvino]': the faster CPU engine)",
     )  # fmt: skip
 
 
