@@ -7,15 +7,18 @@ Each measurement runs in a fresh child process (so CPU time and peak RSS are its
 that rotates between repeats (so a noisy neighbour hurts every mode alike). The headline is each
 mode's throughput as a ratio to the plain predict loop of the same repeat (median over repeats).
 
-Modes: predict (a plain ``model.predict`` loop), predict-onnx and predict-openvino (the same loop on the
-ONNX Runtime or OpenVINO export, built once and cached next to the model), track (``model.track`` with ByteTrack), region
+Modes: predict (a plain ``model.predict`` loop on PyTorch), predict-onnx and predict-openvino (the same loop on
+the ONNX Runtime or OpenVINO export, built once and cached in the config's cache_dir), track (``model.track`` with ByteTrack), region
 (``solutions.RegionCounter`` on the camera's zones), counter (``solutions.ObjectCounter`` on its
 line), monitor-N (the monitor in-process, N cameras on the same clip, ``realtime: false``, publishing
-to a real Mosquitto started here). With ``--realtime`` the monitor's cameras play at the clip's rate like
+to a real Mosquitto started here; the engine is ``--engine``, default the config's ``auto``). With ``--realtime`` the monitor's cameras play at the clip's rate like
 live cameras (``--clip 720p``: the street clip as 1280x720 H.264), and each run says whether every camera
-was kept up with (at least 95% of its frames processed). ``--fleet KxN`` adds local-KxN and triton-KxN: K
-monitor processes with N cameras each, with their own models or all on one Triton server (``bench/fleet.py``).
-Prints a table; writes bench/results/<UTC time>.json and latest.json.
+was kept up with (at least 95% of its frames processed) and what share of the captured frames was dropped
+(``monitor_frames_total{stage="dropped"}`` / ``{stage="captured"}``). ``--threads-list 1,2`` runs each monitor-N
+as monitor-N-t1 and monitor-N-t2 (the model's threads). ``vs fastest`` is each mode's fps as a
+ratio to the fastest plain predict loop (PyTorch, ONNX, OpenVINO) of the same repeat. ``--fleet KxN`` adds
+local-KxN and triton-KxN: K monitor processes with N cameras each, with their own models or all on one Triton
+server (``bench/fleet.py``). Prints a table; writes bench/results/<UTC time>.json and latest.json.
 
     python -m bench.run --fleet 2x2 --engine onnx --frames 60 --repeats 2
 """
@@ -53,11 +56,12 @@ EXPORT_MODES = ("predict-onnx", "predict-openvino")  # predict-openvino needs: p
 
 
 def load_bench_config(config_path: Path, imgsz: int, engine: str):
+    """The config's first model with ``imgsz`` (0: the config's) and ``engine``, and its first camera."""
     from monitor.config import load_config
 
     config = load_config(config_path)
     model_name, model = next(iter(config.models.items()))
-    model = model.model_copy(update={"imgsz": imgsz, "engine": engine})
+    model = model.model_copy(update={"imgsz": imgsz or model.imgsz, "engine": engine})
     camera_name, camera = next((n, c) for n, c in config.cameras.items() if c.model == model_name)
     return config, model_name, model, camera_name, camera
 
@@ -91,8 +95,16 @@ def child(args: argparse.Namespace) -> dict:
         camera = camera.model_copy(update={"source": args.clip})
         config = config.model_copy(update={"cameras": {**config.cameras, camera_name: camera}})
     if args.mode.startswith("monitor-"):
-        return run_monitor(args, config, model_name, model_config, int(args.mode.split("-")[1]))
-    return run_plain(args, model_config, camera)
+        cameras, _, threads = args.mode.removeprefix("monitor-").partition("-t")
+        if threads:  # monitor-N-tK: the model gets K threads
+            model_config = model_config.model_copy(update={"threads": int(threads)})
+        return run_monitor(args, config, model_name, model_config, int(cameras))
+    return run_plain(args, model_config, camera, config.cache_dir)
+
+
+def plain_engine(engine: str) -> str:
+    """The plain loops run PyTorch unless ``--engine`` names an export (then every mode runs on it)."""
+    return "pytorch" if engine in ("auto", "none") else engine
 
 
 def frames_of(clip: str, limit: int):
@@ -111,7 +123,7 @@ def frames_of(clip: str, limit: int):
 
 
 def make_plain_step(mode: str, model_config, camera, model_path: str):
-    """A function image -> None doing one frame of the plain Ultralytics way, and its object."""
+    """A function image -> None doing one frame of the plain Ultralytics way, and its YOLO model."""
     from ultralytics import YOLO
 
     common = dict(imgsz=model_config.imgsz, conf=model_config.conf, iou=model_config.iou, verbose=False)
@@ -129,26 +141,24 @@ def make_plain_step(mode: str, model_config, camera, model_path: str):
         else:
             line = next(iter(camera.lines.values())).points if camera.lines else [(0, 300), (768, 300)]
             solution = solutions.ObjectCounter(model=model_path, region=[tuple(p) for p in line], show=False, **common)
-        return solution.process
+        return solution.process, solution.model
     model = YOLO(model_path, task="detect")
     if mode.startswith("predict"):
-        return lambda image: model.predict(image, agnostic_nms=model_config.agnostic_nms, **common)
-    return lambda image: model.track(image, persist=True, tracker="bytetrack.yaml", **common)
+        return (lambda image: model.predict(image, agnostic_nms=model_config.agnostic_nms, **common)), model
+    return (lambda image: model.track(image, persist=True, tracker="bytetrack.yaml", **common)), model
 
 
-def run_plain(args: argparse.Namespace, model_config, camera) -> dict:
+def run_plain(args: argparse.Namespace, model_config, camera, cache_dir: Path) -> dict:
     from monitor.detection.engines import prepare
 
-    if args.mode in EXPORT_MODES:  # the same loop on an export (built once, cached next to the model)
-        model_config = model_config.model_copy(update={"engine": args.mode.split("-", 1)[1]})
-    model_path = str(prepare("bench", model_config, "cpu", False))
-    step = make_plain_step(args.mode, model_config, camera, model_path)
+    engine = args.mode.split("-", 1)[1] if args.mode in EXPORT_MODES else plain_engine(args.engine)
+    model_config = model_config.model_copy(update={"engine": engine})  # an export: built once, cached in cache_dir
+    model_path = str(prepare("bench", model_config, "cpu", False, cache_dir).path)
+    step, model = make_plain_step(args.mode, model_config, camera, model_path)
     warm = next(frames_of(str(camera.source), 1))[1]
     step(warm.copy())
-    if args.threads:  # again: Ultralytics' device setup (in the first call) resets torch to cores - 1 threads
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads:
+        set_plain_threads(model, Path(model_path), args.threads)
     latencies = []
     cpu0, started = cpu_seconds(), time.monotonic()
     for captured, image in frames_of(str(camera.source), args.frames):
@@ -156,6 +166,19 @@ def run_plain(args: argparse.Namespace, model_config, camera) -> dict:
         latencies.append(time.monotonic() - captured)
     elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu0
     return figures(len(latencies), len(latencies), elapsed, cpu, latencies, [])
+
+
+def set_plain_threads(model, model_path: Path, threads: int) -> None:
+    """After the first call: Ultralytics' device setup resets torch to cores - 1 threads, OpenVINO compiles with all."""
+    backend = model.predictor.model
+    if backend.format == "openvino":
+        from monitor.detection.engines import set_openvino_threads
+
+        set_openvino_threads(backend.backend, model_path, threads)
+        return
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def run_monitor(args: argparse.Namespace, config, model_name: str, model_config, cameras: int) -> dict:
@@ -207,9 +230,20 @@ def run_monitor(args: argparse.Namespace, config, model_name: str, model_config,
     out.update(fps_per_camera=round(recorder.processed / elapsed / cameras, 3))
     if args.barrier:  # the fleet parent combines the hosts' figures
         out.update(latencies=recorder.latencies, mqtt_latencies=received, cpu_s=cpu)
+    out.update(engine=monitor.detectors[model_name].engine.engine, threads=monitor.detectors[model_name].threads)
+    captured, dropped = (frames_at(recorder.metrics, stage) for stage in ("captured", "dropped"))
+    out.update(captured=captured, dropped=dropped, dropped_share=round(dropped / captured, 4) if captured else None)
     if args.realtime:  # a camera is kept up with when the monitor processes (almost) every frame it delivers
         out.update(source_fps=source_fps, kept_up=out["fps_per_camera"] >= 0.95 * source_fps)
     return out
+
+
+def frames_at(metrics, stage: str) -> int:
+    """monitor_frames_total of a stage, summed over the cameras."""
+    return int(sum(
+        sample.value for metric in metrics.registry.collect() if metric.name == "monitor_frames"
+        for sample in metric.samples if sample.name == "monitor_frames_total" and sample.labels["stage"] == stage
+    ))  # fmt: skip
 
 
 def camera_fps(camera) -> float:
@@ -332,6 +366,8 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
         row["fps_vs_predict"] = round(statistics.median(ratios), 3) if ratios else None
         cpu = [rep[mode]["cpu_s_per_frame"] / rep["predict"]["cpu_s_per_frame"] for rep in by_repeat.values() if mode in rep and "predict" in rep]
         row["cpu_vs_predict"] = round(statistics.median(cpu), 3) if cpu else None
+        fastest = [rep[mode]["fps"] / fastest_predict(rep) for rep in by_repeat.values() if mode in rep]
+        row["fps_vs_fastest"] = round(statistics.median(fastest), 3) if fastest else None
         row["fps_runs"] = [r["fps"] for r in own]
         if "kept_up" in own[0]:
             row["kept_up"] = all(r["kept_up"] for r in own)  # in every repeat
@@ -346,6 +382,10 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
     return summary
 
 
+def fastest_predict(repeat: dict[str, dict]) -> float:
+    return max(run["fps"] for mode, run in repeat.items() if mode.startswith("predict"))
+
+
 def _median(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 4) if values else None
@@ -355,9 +395,11 @@ COLUMNS = [
     ("mode", "mode", "{}"),
     ("fps", "fps", "{:.2f}"),
     ("vs predict", "fps_vs_predict", "{:.3f}"),
+    ("vs fastest", "fps_vs_fastest", "{:.3f}"),
     ("vs region", "fps_vs_region", "{:.3f}"),
     ("fps/camera", "fps_per_camera", "{:.2f}"),
     ("kept up", "kept_up", "{}"),
+    ("dropped", "dropped_share", "{:.1%}"),
     ("infer/s", "inference_calls_per_s", "{:.2f}"),
     ("lat p50 ms", "latency_p50_ms", "{:.0f}"),
     ("lat p99 ms", "latency_p99_ms", "{:.0f}"),
@@ -415,7 +457,8 @@ def parent(args: argparse.Namespace) -> int:
     alone = bool(args.fleet)  # --fleet runs only the fleet modes, unless --modes or --cameras are given too
     cameras = [int(n) for n in (args.cameras if args.cameras is not None else "" if alone else "1,2,4").split(",") if n]
     plain = args.modes if args.modes is not None else "" if alone else ",".join(PLAIN_MODES)
-    modes = [m for m in plain.split(",") if m] + [f"monitor-{n}" for n in cameras]
+    threads = [f"-t{k}" for k in args.threads_list.split(",") if k] or [""]
+    modes = [m for m in plain.split(",") if m] + [f"monitor-{n}{t}" for n in cameras for t in threads]
     if "predict" not in modes and (modes or not args.fleet):
         modes.insert(0, "predict")
     modes += fleet_modes(args.fleet)
@@ -461,19 +504,22 @@ def parent(args: argparse.Namespace) -> int:
 
 def start_triton(args: argparse.Namespace) -> TritonSide:
     _, _, model, _, _ = load_bench_config(Path(args.config), args.imgsz, "none")
-    return TritonSide(Path(model.path), args.imgsz, args.triton_threads, args.max_batch)
+    return TritonSide(Path(model.path), model.imgsz, args.triton_threads, args.max_batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=120, help="frames of the clip per camera")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=int, default=0, help="the model's input size (0: the config's)")
     parser.add_argument("--cameras", default=None, help="monitor runs with these camera counts (default: 1,2,4)")
     parser.add_argument("--modes", default=None, help=f"plain Ultralytics modes to compare (default: {','.join(PLAIN_MODES)})")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
-    parser.add_argument("--engine", default="none", choices=["none", "onnx", "openvino", "tensorrt"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "pytorch", "none", "onnx", "openvino", "tensorrt"],
+                        help="the monitor's engine (default: auto, the bundled default); an export also runs the plain modes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every mode (0: torch's default)")
+    parser.add_argument("--threads-list", default="", help="monitor runs with each of these model threads (1,2: "
+                        "modes monitor-N-t1 and monitor-N-t2), compared in the same run")  # fmt: skip
     parser.add_argument("--clip", help="the cameras' source instead of the config's (720p: the street clip as 1280x720 H.264)")
     parser.add_argument("--realtime", action="store_true", help="monitor cameras play at the clip's rate, like live "
                         "cameras, for frames/fps seconds: reports whether each camera is kept up with")  # fmt: skip

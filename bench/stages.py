@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clip = make_720p_clip(Path(args.clip), bench.run.CLIP_720P)
     images, decoded = decode(clip, args.frames)
-    config = ModelConfig(path=args.model, device=args.device, imgsz=args.imgsz, half=args.half, warmup=False)
+    config = ModelConfig(path=args.model, device=args.device, imgsz=args.imgsz, half=args.half, warmup=False, engine="pytorch")
     detector = Detector("person", config)
     synchronize = synchronizer(detector.device)
     host = {"decode": decoded, "letterbox": letterbox_cost(detector, images[:20], 3)}

@@ -160,16 +160,28 @@ def report_config_error(path: str, error: ConfigError) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
+    logging.getLogger("monitor.detection.engines").setLevel(logging.INFO)  # a first export's progress
+    engines = []
     try:
         config = load_config(args.config)
         if not args.no_models:
             from monitor.pipeline import Monitor
 
-            Monitor(config).discard()  # loads models and checks class names; opens no camera
+            monitor = Monitor(config)  # loads models (builds exports) and checks class names; opens no camera
+            engines = describe_engines(monitor)
+            monitor.discard()
     except ConfigError as error:
         return report_config_error(args.config, error)
-    print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models)")
+    print("\n".join(engines + [f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models)"]))
     return 0
+
+
+def describe_engines(monitor) -> list[str]:
+    lines = []
+    for name, detector in monitor.detectors.items():
+        cached = f"; export ready in {detector.model_path}" if detector.engine.engine not in ("pytorch", "triton") else ""
+        lines.append(f"model {name}: engine {detector.engine.engine} on {detector.device} ({detector.engine.why}){cached}")
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:

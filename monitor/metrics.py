@@ -59,6 +59,10 @@ class Metrics:
             "monitor_count_disagreement", "Escalations whose model counts differ from the detector's", ["camera"], registry=r
         )
         self.build_info = Gauge("monitor_build_info", "Version and inference device", ["version", "device"], registry=r)
+        self.model_engine = Gauge(
+            "monitor_model_info", "Always 1: the engine running each model, its device, and why (engine: auto)",
+            ["model", "engine", "device", "reason"], registry=r,
+        )  # fmt: skip
         # unattended running (outbox, stale cameras, GPU fallback)
         self.camera_stale = Gauge("monitor_camera_stale", "1 while the camera's counts are stale (no frames)", ["camera"], registry=r)
         self.outbox_messages = Gauge("monitor_outbox_messages", "Messages waiting for the broker's acknowledgement", registry=r)
@@ -209,3 +213,6 @@ class Metrics:
 
     def build(self, device: str) -> None:
         self.build_info.labels(__version__, device).set(1)
+
+    def model_info(self, model: str, engine: str, device: str, reason: str) -> None:
+        self.model_engine.labels(model, engine, device, reason).set(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from monitor.capture import CameraReader, CameraState
@@ -264,8 +265,8 @@ class Monitor:
         self._owns_availability = availability is None
         self.availability = availability or Availability(config.mqtt, list(config.cameras))
         self.sequences = sequences or Sequences(config.state_dir)
-        used_models = {camera.model for camera in config.cameras.values()}
-        self.detectors: dict[str, Detector] = load_detectors(config.models, used_models)
+        cameras_per_model = Counter(camera.model for camera in config.cameras.values())
+        self.detectors: dict[str, Detector] = load_detectors(config.models, cameras_per_model, config.cache_dir)
         check_model_classes(config, {name: d.class_names for name, d in self.detectors.items()})
         self.workers = {name: InferenceWorker(d, self.metrics) for name, d in self.detectors.items()}
         for camera in config.cameras.values():
@@ -317,6 +318,8 @@ class Monitor:
     def start(self) -> None:
         warn_if_legacy_layout(self.config.mqtt)
         self.metrics.build(self.device)
+        for name, detector in self.detectors.items():
+            self.metrics.model_info(name, detector.engine.engine, detector.device, detector.engine.reason)
         self.metrics.mqtt_state(False)
         for name in self.detectors:
             self.metrics.register_model(name)

@@ -185,6 +185,7 @@ class Service:
         StateDirInUse when another monitor holds the state dir; ConfigError for what only shows at start."""
         self.lock = StateDirLock(self.config.state_dir).acquire()
         self.sequences = Sequences(self.config.state_dir)
+        self.notifier.status("starting: loading the models (a first export takes tens of seconds; see the journal)")
         try:
             self.monitor = self.build(self.config, self.availability, self.sequences)
             self.monitor.start()

@@ -45,6 +45,20 @@ def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
     return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_dir(tmp_path_factory):
+    """One model-export cache for the whole session (systemd's variable): the first OpenVINO export of a model
+    takes tens of seconds, so every test that runs the bundled default (engine: auto) shares it."""
+    cache = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("CACHE_DIRECTORY")
+    os.environ["CACHE_DIRECTORY"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("CACHE_DIRECTORY", None)
+    else:
+        os.environ["CACHE_DIRECTORY"] = before
+
+
 @pytest.fixture(autouse=True)
 def isolated_state_dir(tmp_path, monkeypatch):
     """Each test its own state dir: no outbox (unsent messages, persisted seq) leaks between tests."""

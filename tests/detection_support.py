@@ -11,7 +11,8 @@ IMGSZ = 320  # small: these tests check behaviour, not accuracy
 
 
 def model_config(path, **overrides) -> ModelConfig:
-    settings = dict(path=path, device="cpu", imgsz=IMGSZ, conf=0.35, class_conf={"Fall": 0.6}, warmup=False)
+    # PyTorch unless asked: these tests compare the detector's boxes with Ultralytics' own predict on the .pt
+    settings = dict(path=path, device="cpu", imgsz=IMGSZ, conf=0.35, class_conf={"Fall": 0.6}, warmup=False, engine="pytorch")
     return ModelConfig(**{**settings, **overrides})
 
 

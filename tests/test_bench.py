@@ -12,7 +12,7 @@ import bench.run
 import bench.stages
 
 
-@pytest.mark.parametrize("name", ["run", "motion", "soak", "escalation", "stages", "events"])
+@pytest.mark.parametrize("name", ["run", "motion", "soak", "escalation", "stages", "events", "defaults"])
 def test_every_benchmark_imports(name):
     assert callable(importlib.import_module(f"bench.{name}").main)
 
@@ -53,6 +53,9 @@ def test_realtime_run_reports_whether_each_camera_is_kept_up_with(tmp_path, monk
     assert run["fps_per_camera"] == pytest.approx(run["fps"] / 2, abs=0.01)
     assert run["kept_up"] == (run["fps_per_camera"] >= 9.5)
     assert report["summary"]["monitor-2"]["kept_up"] is run["kept_up"]
+    # the demo's figure: the share of the captured frames that a newer frame replaced before the model took them
+    assert run["captured"] >= run["frames"] and run["dropped_share"] == round(run["dropped"] / run["captured"], 4)
+    assert run["engine"] == "openvino" and report["summary"]["predict"]["fps_vs_fastest"] <= 1.0
 
 
 def test_motion_benchmark_gates_a_frozen_stretch_with_the_same_counts(tmp_path, monkeypatch):

@@ -170,6 +170,19 @@ def test_good_config_passes_with_its_model(tmp_path):
     assert result.stdout.strip().endswith(": OK (1 cameras, 1 models)")
 
 
+def test_the_exports_cache_is_systemds_cache_directory_else_under_the_state_dir(tmp_path, monkeypatch):
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["models"]["person"]["path"] = str(PERSON_MODEL)
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/monitor:/var/cache/other")
+    assert load_config(write_config(tmp_path, data)).cache_dir == Path("/var/cache/monitor")
+    monkeypatch.delenv("CACHE_DIRECTORY")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/monitor")
+    assert load_config(write_config(tmp_path, data)).cache_dir == Path("/var/lib/monitor/cache")
+    data["cache_dir"] = "exports"  # relative: to the state dir, like everything the monitor writes
+    assert load_config(write_config(tmp_path, data)).cache_dir == Path("/var/lib/monitor/exports")
+    assert load_config(write_config(tmp_path, data)).models["person"].engine == "auto"  # the default
+
+
 def test_bundled_config_passes_as_shipped():
     result = monitor_cli("check", "--config", "config.yaml")
     assert result.returncode == 0, result.stderr

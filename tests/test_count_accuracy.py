@@ -28,106 +28,32 @@ changes (flicker) for subscribers, which test_smoothing_removes_flicker checks.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
-import cv2
 import pytest
 
+from bench.accuracy import (
+    LABELS,
+    ZONES,
+    count_changes,
+    cut_segments,
+    labelled_frames,
+    load_labels,
+    mean_absolute_error,
+    run_monitor,
+    segments_config,
+)
 from conftest import ROOT, Broker, street_config, write_config
 from monitor.config import load_config
-from monitor.common import ALL_ZONES
-from monitor.counting import raw_counts
-from monitor.pipeline import Monitor
 
-LABELS = ROOT / "tests" / "data" / "vtest_labels.json"
-SEGMENT_STARTS = (100, 380, 640)
-SEGMENT_LENGTH = 60
-LABEL_OFFSETS = (24, 36, 48, 59)
-ZONES = ("lot", "path", "lawn")
 MAX_MAE = 0.75
 MAX_LAG_COST = 0.15
 
 
-def labelled_frames() -> list[int]:
-    return [start + offset for start in SEGMENT_STARTS for offset in LABEL_OFFSETS]
-
-
-def cut_segments(clip: Path, folder: Path) -> dict[str, Path]:
-    """Lossless (FFV1) copies of the clip's segments: the same pixels the pipeline would decode from the clip."""
-    capture = cv2.VideoCapture(str(clip))
-    paths, writers, index = {}, {}, 0
-    last = max(SEGMENT_STARTS) + SEGMENT_LENGTH
-    while index < last:
-        ok, image = capture.read()
-        if not ok:
-            break
-        for start in SEGMENT_STARTS:
-            if start <= index < start + SEGMENT_LENGTH:
-                if start not in writers:
-                    paths[start] = folder / f"segment-{start}.avi"
-                    writers[start] = cv2.VideoWriter(str(paths[start]), cv2.VideoWriter_fourcc(*"FFV1"), 10, image.shape[1::-1])
-                writers[start].write(image)
-        index += 1
-    capture.release()
-    for writer in writers.values():
-        writer.release()
-    return {f"seg{start}": path for start, path in paths.items()}
-
-
 def run_segments(folder: Path, mqtt_port: int) -> dict[int, dict]:
-    """Run the Monitor over the segments; per clip frame index: raw and smoothed counts per zone."""
-    segments = cut_segments(ROOT / "data" / "vtest.avi", folder)
-    data = street_config(mqtt_port)
-    street = data["cameras"].pop("street")
-    data["cameras"] = {name: {**street, "source": str(path)} for name, path in segments.items()}
-    monitor = Monitor(load_config(write_config(folder, data)))
-    results: dict[int, dict] = {}
-    for name, loop in monitor.loops.items():
-        offset = int(name.removeprefix("seg"))
-        loop.process = _recording(loop, offset, results)
-    monitor.start()
-    try:
-        monitor.wait(threading.Event())
-    finally:
-        monitor.stop()
-    return results
-
-
-def _recording(loop, offset: int, results: dict[int, dict]):
-    process = loop.process
-
-    def process_and_record(result):
-        result = process(result)
-        results[offset + result.frame.index] = {
-            "detected": _people(detected_counts(loop, result)),
-            "raw": _people(result.raw_counts),
-            "smoothed": _people(result.counts),
-        }
-        return result
-
-    return process_and_record
-
-
-def detected_counts(loop, result) -> dict:
-    """What a counter without tracking or smoothing reports: the frame's detections above their class thresholds."""
-    detections = result.detections.select(loop.tracker.thresholds.passing(result.detections))
-    labels = [result.labels[c] for c in detections.class_id.tolist()]
-    return raw_counts(detections, loop.zones.assign(detections, labels), labels, loop.zone_labels)
-
-
-def _people(counts: dict) -> dict[str, int]:
-    return {"all": counts[ALL_ZONES]["person"], **{zone: counts[zone]["person"] for zone in ZONES}}
-
-
-def mean_absolute_error(predicted: dict[int, dict[str, int]], labels: dict[int, dict[str, int]]) -> float:
-    errors = [abs(predicted[frame][key] - truth[key]) for frame, truth in labels.items() for key in ("all", *ZONES)]
-    return sum(errors) / len(errors)
-
-
-def load_labels() -> dict[int, dict[str, int]]:
-    raw = json.loads(LABELS.read_text())["frames"]
-    return {int(frame): {"all": entry["people"], **entry["zones"]} for frame, entry in raw.items()}
+    """Run the Monitor over the segments (one camera each, sharing one model worker), every frame processed."""
+    data = segments_config(street_config(mqtt_port), cut_segments(ROOT / "data" / "vtest.avi", folder))
+    return run_monitor(write_config(folder, data))
 
 
 @pytest.fixture(scope="module")
@@ -166,15 +92,6 @@ def test_smoothing_removes_flicker(segment_results):
     print(f"count changes over {len(segment_results)} frames: {changes}")
     assert changes["smoothed"] < changes["raw"] < changes["detected"]
     assert changes["smoothed"] <= 0.75 * changes["raw"]
-
-
-def count_changes(results: dict[int, dict], kind: str) -> int:
-    return sum(
-        results[frame][kind][key] != results[frame - 1][kind][key]
-        for frame in results
-        if frame - 1 in results
-        for key in ("all", *ZONES)
-    )
 
 
 def test_labels_agree_with_their_foot_points():

@@ -32,7 +32,7 @@ def test_every_models_problem_is_reported_together(tmp_path):
     triton = unreachable()
     models = {"local": ModelConfig(path=tmp_path / "missing.pt"), "served": ModelConfig(triton=triton), "unused": ModelConfig(path=tmp_path / "x.pt")}
     with pytest.raises(ConfigError) as error:
-        load_detectors(models, {"local", "served"})
+        load_detectors(models, {"local": 1, "served": 1}, tmp_path / "cache")
     local, served = error.value.problems
     assert local == f"models.local.path: file not found: {tmp_path / 'missing.pt'}"
     assert served.startswith(f"models.served.triton: no Triton server answers at {triton['url']} (for model 'person-fall')")

@@ -163,6 +163,12 @@ def test_build_info_names_the_version_and_device():
     assert sample(m, "monitor_build_info", version=__version__, device="cuda:0") == 1
 
 
+def test_model_info_names_the_engine_its_device_and_why():
+    m = Metrics()
+    m.model_info("person", "openvino", "cpu", "auto_cpu_openvino")
+    assert sample(m, "monitor_model_info", model="person", engine="openvino", device="cpu", reason="auto_cpu_openvino") == 1
+
+
 def test_label_values_come_only_from_what_was_given():
     m = Metrics()
     m.register_camera("gate", 2.0)

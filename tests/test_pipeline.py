@@ -211,6 +211,13 @@ def test_prometheus_metrics_during_a_run(live_run):
     assert metric(samples, "monitor_build_info", version=__version__, device="cpu") == 1
 
 
+def test_the_default_engine_on_a_cpu_is_openvino_logged_once_and_exported(live_run):
+    run, samples, _, _, _ = live_run
+    assert metric(samples, "monitor_model_info", model="person", engine="openvino", device="cpu", reason="auto_cpu_openvino") == 1
+    chosen = [line for line in run.log.splitlines() if "model person: engine" in line]
+    assert len(chosen) == 1 and "engine openvino on cpu (auto: a CPU, and the OpenVINO runtime is installed)" in chosen[0]
+
+
 def test_sigterm_stops_cleanly_and_publishes_offline(live_run):
     run, _, _, code, subscriber = live_run
     assert code == 0, run.log[-3000:]

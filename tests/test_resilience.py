@@ -294,8 +294,9 @@ def gpu_worker(person_model: Path, policy: str):
     from monitor.detection import Detector, InferenceWorker
     from monitor.metrics import Metrics
 
+    # PyTorch, as engine: auto picks on a GPU
     detector = Detector("person", ModelConfig(path=person_model, device="cpu", imgsz=320, warmup=False,
-                                              on_gpu_failure=policy))
+                                              on_gpu_failure=policy, engine="pytorch"))
     detector.device = "cuda:0"  # as if it had been on a GPU; this machine's torch has no CUDA, so it fails for real
     detector.model.predictor = None  # the backend is built again, on cuda:0, at the first batch
     metrics = Metrics()

@@ -1,10 +1,12 @@
 """Safety events on real material: the real pipeline (YOLO, ByteTrack, Mosquitto, Prometheus) over vtest.avi.
 
-Checked by eye (frames written out and looked at): a man walks along the road, steps onto the lot's
-strip inside the kerb at about frame 595, passes the left cone behind the tape at about 605-610, walks
-left inside the lot and is back on the kerb line at frame 650-655, on the road by 660. Others walk on
-the road just in front of the tape (the woman in red along the kerb at frames 640-670) and must not
-raise anything. The yellow jacket on the lawn (x 50-170, y 490-555) is seen as ``Fall`` at 0.36-0.58:
+Checked by eye (frames written out enlarged and looked at): a man walks along the road, steps onto the
+kerbside strip in front of the tape at about frame 597, walks left along it in front of the cones (his legs
+hide the middle cone at frames 604-608, his body hides the tape at 648: he never goes behind it) and is back
+on the road at frame 650-655. Nobody in the clip goes behind the tape, so the bundled ``lot`` (drawn behind
+it) raises nothing; the test adds a ``kerb`` zone on the strip, where the man raises exactly one intrusion.
+Others walk on the road just in front of the strip (the woman in red along the kerb at frames 640-670) and
+must not raise anything. The yellow jacket on the lawn (x 50-170, y 490-555) is seen as ``Fall`` at 0.36-0.58:
 below the model's Fall threshold (0.6), inside the person_down rule's grey band.
 """
 
@@ -26,8 +28,10 @@ from conftest import Broker, cut_clip, free_port, street_config, Subscriber, wri
 
 SEGMENT = (575, 680)  # clip frames [start, end): the lot intrusion and the jacket; 10.5 s at 10 fps
 FPS = 10
-ENTERS_BY_EYE, LEAVES_BY_EYE = 595, 653  # clip frames
+ENTERS_BY_EYE, LEAVES_BY_EYE = 597, 653  # clip frames: onto the kerbside strip, back on the road
 EVENTS = "monitor/street/events"
+# the strip between the tape (the bundled lot's front edge) and the kerb, left of the gravel patch
+KERB = [[0, 180], [42, 186], [171, 199], [300, 202], [447, 194], [470, 195], [300, 213], [170, 214], [0, 203]]
 
 
 def cut(clip: Path, folder: Path, frames: tuple[int, int]) -> Path:
@@ -52,6 +56,9 @@ class Run:
         self.metrics_port = free_port()
         data = street_config(self.broker.port, self.metrics_port, source=str(cut(clip, folder, SEGMENT)))
         rule(data, "person_down")["unreviewed_after_s"] = 4  # the bundled 20 s is longer than the segment
+        street = data["cameras"]["street"]
+        street["zones"]["kerb"] = {"polygon": KERB}
+        street["safety"].append({**rule(data, "lot_intrusion"), "name": "kerb_intrusion", "zones": ["kerb"]})
         data["evidence"] = {"dir": str(folder / "evidence"), "max_mb": 50}
         self.monitor = Monitor(load_config(write_config(folder, data)))
         self.engine = self.monitor.loops["street"].safety
@@ -101,12 +108,12 @@ def run(tmp_path_factory, clip, person_model) -> Run:
     return Run(tmp_path_factory.mktemp("safety-clip"), clip).go()
 
 
-def test_the_man_in_the_lot_raises_exactly_one_intrusion_at_the_right_times(run):
-    starts, ends = run.events("start", "lot_intrusion"), run.events("end", "lot_intrusion")
-    assert len(starts) == 1 and len(ends) == 1, run.events(rule="lot_intrusion")
+def test_the_man_on_the_kerb_raises_exactly_one_intrusion_at_the_right_times(run):
+    starts, ends = run.events("start", "kerb_intrusion"), run.events("end", "kerb_intrusion")
+    assert len(starts) == 1 and len(ends) == 1, run.events(rule="kerb_intrusion")
     start, end = starts[0], ends[0]
-    assert start["id"] == end["id"] and start["zone"] == "lot" and start["verdict"] == "auto"
-    assert len(end["track_ids"]) == 1  # one man, one track: nobody else in the lot
+    assert start["id"] == end["id"] and start["zone"] == "kerb" and start["verdict"] == "auto"
+    assert len(end["track_ids"]) == 1  # one man, one track: nobody else on the strip
     entered, left = clip_frame(start["start_s"]), clip_frame(end["end_s"])
     print(f"intrusion: clip frames {entered:.0f}-{left:.0f} (by eye {ENTERS_BY_EYE}-{LEAVES_BY_EYE})")
     assert abs(entered - ENTERS_BY_EYE) <= 6
@@ -114,21 +121,21 @@ def test_the_man_in_the_lot_raises_exactly_one_intrusion_at_the_right_times(run)
     assert end["end_reason"] == "cleared" and end["duration_s"] == pytest.approx(end["end_s"] - start["start_s"], abs=0.01)
 
 
-def test_no_one_else_raises_an_intrusion(run):
-    ids = {e["id"] for e in run.events(rule="lot_intrusion")}
-    assert len(ids) == 1
-    intrusion_candidates = [c for c in run.candidates.values() if c["rule"] == "lot_intrusion"]
-    assert len(intrusion_candidates) == 1  # not even a candidate for the people in front of the tape
+def test_no_one_else_raises_an_intrusion_and_nobody_is_behind_the_tape(run):
+    assert len({e["id"] for e in run.events(rule="kerb_intrusion")}) == 1
+    assert len([c for c in run.candidates.values() if c["rule"] == "kerb_intrusion"]) == 1  # nobody else on the strip
+    assert run.events(rule="lot_intrusion") == []  # the bundled lot, behind the tape: not even a candidate
+    assert [c for c in run.candidates.values() if c["rule"] == "lot_intrusion"] == []
 
 
 def test_intrusion_snapshot_is_an_annotated_frame_of_the_street(run):
-    (start,) = run.events("start", "lot_intrusion")
+    (start,) = run.events("start", "kerb_intrusion")
     path = Path(start["snapshot"])
     assert path.parent == run.folder / "evidence" and path.exists()
     image = cv2.imread(str(path))
     assert image.shape == (576, 768, 3)
     red = (image[:, :, 2] > 200) & (image[:, :, 1] < 60) & (image[:, :, 0] < 60)
-    assert red[130:220, 0:620].sum() > 500  # the lot outline and the intruder's box are drawn in red
+    assert red[130:220, 0:620].sum() > 500  # the kerb outline and the intruder's box are drawn in red
 
 
 def test_the_jacket_is_never_a_confirmed_person_down(run):
@@ -156,9 +163,10 @@ def test_dismissing_the_jacket_ends_it_and_it_stays_quiet(run):
 
 def test_active_set_and_metrics(run):
     actives = run.subscriber.json_on(f"{EVENTS}/active")
-    assert any(a["count"] >= 1 and "lot_intrusion" in {e["rule"] for e in a["events"]} for a in actives)
+    assert any(a["count"] >= 1 and "kerb_intrusion" in {e["rule"] for e in a["events"]} for a in actives)
     assert actives[-1]["count"] == 0  # all ended (cleared, dismissed or at the end of the file)
-    assert 'monitor_safety_events_total{camera="street",rule="lot_intrusion"} 1.0' in run.metrics_text
+    assert 'monitor_safety_events_total{camera="street",rule="kerb_intrusion"} 1.0' in run.metrics_text
+    assert 'monitor_safety_events_total{camera="street",rule="lot_intrusion"} 0.0' in run.metrics_text
     assert 'monitor_safety_events_total{camera="street",rule="person_down"} 1.0' in run.metrics_text
     assert 'monitor_safety_events_active{camera="street",rule="camera_stale"} 0.0' in run.metrics_text
     assert not run.events(rule="camera_stale")

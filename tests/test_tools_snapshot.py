@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def run_snapshot(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
         cwd=ROOT,
-        env={"YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+        env={"YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "CACHE_DIRECTORY": os.environ["CACHE_DIRECTORY"]},
     )
 
 

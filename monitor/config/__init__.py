@@ -22,6 +22,7 @@ from monitor.config.app import (
     TlsConfig,
     TritonConfig,
     default_state_dir,
+    systemd_cache_dir,
 )
 from monitor.config.base import ConfigError, LocatedError, SecretSource, Strict
 from monitor.config.camera import (
@@ -55,4 +56,5 @@ __all__ = [
     "SecretSource", "ServiceConfig", "SmoothingConfig", "StaleCameraRule", "StreamSource", "Strict", "TlsConfig",
     "TritonConfig", "WebConfig", "ZoneConfig",
     "check_model_classes", "default_state_dir", "is_file_path", "load_config", "model_labels", "parse_config",
+    "systemd_cache_dir",
 ]

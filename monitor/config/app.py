@@ -125,10 +125,16 @@ class ModelConfig(Strict):
     batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     warmup: bool = True
     on_gpu_failure: Literal["cpu", "exit"] = Field("cpu", description="after a CUDA error: go on on the CPU, or exit for systemd")
-    engine: Literal["none", "onnx", "openvino", "tensorrt"] = Field(
-        "none", description="run an export of the model, built once and cached next to it (none: the file as given)"
+    engine: Literal["auto", "pytorch", "none", "onnx", "openvino", "tensorrt"] = Field(
+        "auto",
+        description="auto: PyTorch (FP16) on CUDA, the OpenVINO export on a CPU when its runtime is installed, else PyTorch;"
+        " pytorch (or none): the file as given; onnx, openvino, tensorrt: that export, built once in cache_dir",
     )
-    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads for CPU inference; default: Ultralytics' (cores - 1, at most 8)")
+    threads: int | None = Field(
+        None, ge=1, le=256,
+        description="CPU inference threads (OpenVINO's, or torch's process-wide); default: OpenVINO the cores that decoding"
+        " leaves, PyTorch Ultralytics' (cores - 1, at most 8)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_place(self) -> ModelConfig:
@@ -210,6 +216,12 @@ def default_state_dir() -> Path:
     return Path(given) if given else Path("state")
 
 
+def systemd_cache_dir() -> Path | None:
+    """systemd's CacheDirectory= (the first, if several); None outside systemd (then: <state_dir>/cache)."""
+    given = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(given) if given else None
+
+
 class ServiceConfig(Strict):
     watchdog_stall_s: float = Field(120.0, gt=0, le=DAY_S, description="a camera loop, inference or publisher stuck this long stops the keep-alive")
     secrets_in_readable_config: Literal["refuse", "warn"] = Field(
@@ -219,6 +231,9 @@ class ServiceConfig(Strict):
 
 class AppConfig(Strict):
     state_dir: Path = Field(default_factory=default_state_dir, description="outbox and other durable state")
+    cache_dir: Path | None = Field(
+        default_factory=systemd_cache_dir, description="model exports; default: $CACHE_DIRECTORY, else <state_dir>/cache"
+    )
     service: ServiceConfig = ServiceConfig()
     mqtt: MqttConfig = MqttConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -141,7 +141,7 @@ def _message(error: dict) -> str:
 
 def _resolve_paths(config: AppConfig, base_dir: Path) -> AppConfig:
     """What the monitor reads (models, file sources, TLS files, ``state_dir`` itself) is relative to the config file's
-    folder; what it writes (outbox, evidence, escalated frames) is relative to ``state_dir``, which is writable under
+    folder; what it writes (outbox, evidence, escalated frames, model exports) is relative to ``state_dir``, which is writable under
     the systemd unit while the config folder is not. Every path comes out absolute."""
     base_dir = base_dir.absolute()
     models = {
@@ -152,6 +152,7 @@ def _resolve_paths(config: AppConfig, base_dir: Path) -> AppConfig:
     _check_file_sources(cameras)
     state_dir = _relative_to(base_dir, config.state_dir)
     update = {"models": models, "cameras": cameras, "state_dir": state_dir, "mqtt": _resolve_mqtt(config, base_dir, state_dir)}
+    update["cache_dir"] = _relative_to(state_dir, config.cache_dir or Path("cache"))
     if config.escalation and config.escalation.dataset.dir:
         dataset = config.escalation.dataset.model_copy(update={"dir": _relative_to(state_dir, config.escalation.dataset.dir)})
         update["escalation"] = config.escalation.model_copy(update={"dataset": dataset})

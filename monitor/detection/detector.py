@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.config import ModelConfig, model_labels
-from monitor.detection.engines import EngineError, prepare
+from monitor.detection.engines import EngineChoice, EngineError, cpu_threads, default_cache_dir, prepare, set_openvino_threads
 from monitor.detection.preprocess import BatchBuffer, Letterbox, LetterboxSpec, PreparedImage
 from monitor.frame import Boxes
 
@@ -54,10 +54,18 @@ def check_device(name: str, device: str) -> None:
         raise ModelLoadError(f"models.{name}.device: {device} does not exist (this machine has {have}); use auto or cpu")
 
 
-def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool = False):
+@dataclass(frozen=True)
+class LoadedModel:
+    model: object  # ultralytics.YOLO
+    path: Path  # what was loaded: the model file or its cached export
+    choice: EngineChoice
+
+
+def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool = False, cache_dir: Path | None = None) -> LoadedModel:
     """Load any Ultralytics format (.pt, .onnx, .engine, OpenVINO dir) without ever downloading.
 
-    With ``engine`` set, a .pt model is first exported (once, cached next to it) and the export loaded.
+    The engine (``engine: auto`` or as configured) may run an export of a .pt model: built once in ``cache_dir``
+    (default: $CACHE_DIRECTORY, else <state_dir>/cache) and loaded from there.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     path = Path(config.path)
@@ -66,15 +74,15 @@ def load_model(name: str, config: ModelConfig, device: str = "cpu", half: bool =
     if path.is_file() and path.stat().st_size == 0:
         raise ModelLoadError(f"models.{name}.path: file is empty: {path}")
     try:
-        path = prepare(name, config, device, half)
+        prepared = prepare(name, config, device, half, cache_dir or default_cache_dir())
     except EngineError as exc:
         raise ModelLoadError(str(exc)) from None
     from ultralytics import YOLO
 
     try:
-        return YOLO(str(path), task="detect")
+        return LoadedModel(YOLO(str(prepared.path), task="detect"), prepared.path, prepared.choice)
     except Exception as exc:  # Ultralytics raises many kinds for a corrupt file
-        raise ModelLoadError(f"models.{name}.path: cannot load {path}: {exc}") from exc
+        raise ModelLoadError(f"models.{name}.path: cannot load {prepared.path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -98,15 +106,21 @@ class Detector:
 
     parallel_batches = 1  # batches that may run at once: one device and one reused host buffer
 
-    def __init__(self, name: str, config: ModelConfig):
+    def __init__(self, name: str, config: ModelConfig, cache_dir: Path | None = None, cameras: int = 1):
         self.name = name
         self.config = config
         self.device = choose_device(config.device)
         check_device(name, self.device)
         self.half = config.half if config.half is not None else self.device.startswith("cuda")
-        self.model = load_model(name, config, self.device, self.half)
+        loaded = load_model(name, config, self.device, self.half, cache_dir)
+        self.model, self.model_path, self.engine = loaded.model, loaded.path, loaded.choice
         self.is_pytorch = Path(self.model.ckpt_path or "").suffix == ".pt"
-        self._know_classes([self.model.names[i] for i in sorted(self.model.names)])
+        # OpenVINO gets the cores that decoding leaves; torch keeps Ultralytics' choice (cores - 1) unless set
+        self.threads = config.threads or (cpu_threads(cameras) if self.engine.engine == "openvino" else None)
+        log.info("model %s: engine %s on %s (%s)%s", name, self.engine.engine, self.device, self.engine.why,
+                 f", {self.threads} threads" if self.threads and self.device == "cpu" else "")  # fmt: skip
+        names = self._backend().names  # not self.model.names: for an export, each read of it loads the model again
+        self._know_classes([names[i] for i in sorted(names)])
         self.batch_buffer = BatchBuffer(config.max_batch)
         self.input = _input_spec(self._backend(), config.imgsz)
 
@@ -195,11 +209,19 @@ class Detector:
                 quantize=16 if self.half and self.is_pytorch else None,  # an export's precision is fixed when built
                 verbose=False,
             )
-            if self.config.threads and self.device == "cpu":  # after: Ultralytics' device setup resets the threads
-                import torch
-
-                torch.set_num_threads(self.config.threads)  # process-wide: leave cores to decoding and the cameras
+            self._set_threads(self.model.predictor.model)
         return self.model.predictor.model
+
+    def _set_threads(self, backend) -> None:
+        """After the backend is built: Ultralytics' device setup resets torch's threads, OpenVINO compiles with every core."""
+        if not self.threads or self.device != "cpu":
+            return
+        if backend.format == "openvino":
+            set_openvino_threads(backend.backend, self.model_path, self.threads)
+        elif backend.format == "pt":
+            import torch
+
+            torch.set_num_threads(self.threads)  # process-wide: leave cores to decoding and the cameras
 
 
 def _input_spec(backend, imgsz: int) -> LetterboxSpec:

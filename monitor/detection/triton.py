@@ -25,6 +25,7 @@ import numpy as np
 
 from monitor.config import ModelConfig, TritonConfig
 from monitor.detection.detector import Detector, ModelLoadError
+from monitor.detection.engines import EngineChoice
 from monitor.detection.preprocess import LetterboxSpec, PreparedImage
 from monitor.frame import Boxes
 
@@ -64,6 +65,8 @@ class TritonDetector(Detector):
         self.config = config
         self.device, self.half, self.is_pytorch, self.model = "triton", False, False, None
         self.server = TritonModel(name, config)
+        self.engine = EngineChoice("triton", "configured", f"served by Triton at {self.server.where}")
+        self.model_path, self.threads = None, None
         self._know_classes(self.server.served.class_names)
         self.input = LetterboxSpec(config.imgsz, self.server.served.stride, rectangular=True)
 

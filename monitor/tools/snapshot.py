@@ -77,7 +77,7 @@ def take_snapshot(app: AppConfig, camera_name: str, skip: int = 0, grid: int = 0
     """Grab a frame, run the camera's model and zones on it (no tracking: a single frame) and draw the result."""
     camera = app.cameras[camera_name]
     raw = grab_frame(camera, skip)
-    detector = build_detector(camera.model, app.models[camera.model])
+    detector = build_detector(camera.model, app.models[camera.model], app.cache_dir)
     detections = detector.predict([raw])[0]
     passing = detector.thresholds.passing(detections)
     objects, weak = detections.select(passing), detections.select(~passing)
