@@ -366,7 +366,7 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
         row["fps_vs_predict"] = round(statistics.median(ratios), 3) if ratios else None
         cpu = [rep[mode]["cpu_s_per_frame"] / rep["predict"]["cpu_s_per_frame"] for rep in by_repeat.values() if mode in rep and "predict" in rep]
         row["cpu_vs_predict"] = round(statistics.median(cpu), 3) if cpu else None
-        fastest = [rep[mode]["fps"] / fastest_predict(rep) for rep in by_repeat.values() if mode in rep]
+        fastest = [rep[mode]["fps"] / fastest_predict(rep) for rep in by_repeat.values() if mode in rep and fastest_predict(rep)]
         row["fps_vs_fastest"] = round(statistics.median(fastest), 3) if fastest else None
         row["fps_runs"] = [r["fps"] for r in own]
         if "kept_up" in own[0]:
@@ -382,8 +382,9 @@ def summarise(runs: list[dict], modes: list[str]) -> dict[str, dict]:
     return summary
 
 
-def fastest_predict(repeat: dict[str, dict]) -> float:
-    return max(run["fps"] for mode, run in repeat.items() if mode.startswith("predict"))
+def fastest_predict(repeat: dict[str, dict]) -> float | None:
+    """The fastest plain predict loop of a repeat (None in a run of fleet modes only)."""
+    return max((run["fps"] for mode, run in repeat.items() if mode.startswith("predict")), default=None)
 
 
 def _median(values: list) -> float | None:

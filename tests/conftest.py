@@ -237,6 +237,19 @@ def street_config(mqtt_port: int, metrics_port: int = 0, **camera_overrides) -> 
     return data
 
 
+# The strip between the tape (the bundled lot's front edge) and the kerb, left of the gravel patch: a man walks
+# along it in the street clip (frames 597-653). Nobody goes behind the tape, so the bundled lot raises nothing.
+KERB = [[0, 180], [42, 186], [171, 199], [300, 202], [447, 194], [470, 195], [300, 213], [170, 214], [0, 203]]
+
+
+def add_kerb_intrusion(data: dict) -> None:
+    """A ``kerb`` zone on the strip and a ``kerb_intrusion`` rule: the bundled lot_intrusion's settings."""
+    street = data["cameras"]["street"]
+    street["zones"]["kerb"] = {"polygon": KERB}
+    lot_rule = next(r for r in street["safety"] if r["name"] == "lot_intrusion")
+    street["safety"].append({**lot_rule, "name": "kerb_intrusion", "zones": ["kerb"]})
+
+
 @pytest.fixture
 def ice_store_example(tmp_path) -> Path:
     """examples/ice-store.yaml in its place in a copy of the checkout, after the README's

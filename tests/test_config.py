@@ -173,6 +173,7 @@ def test_good_config_passes_with_its_model(tmp_path):
 def test_the_exports_cache_is_systemds_cache_directory_else_under_the_state_dir(tmp_path, monkeypatch):
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["models"]["person"]["path"] = str(PERSON_MODEL)
+    data["cameras"]["street"]["source"] = str(ROOT / "data" / "vtest.avi")
     monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/monitor:/var/cache/other")
     assert load_config(write_config(tmp_path, data)).cache_dir == Path("/var/cache/monitor")
     monkeypatch.delenv("CACHE_DIRECTORY")

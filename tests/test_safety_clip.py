@@ -24,14 +24,12 @@ import pytest
 
 from monitor.config import load_config
 from monitor.pipeline import Monitor
-from conftest import Broker, cut_clip, free_port, street_config, Subscriber, write_config
+from conftest import Broker, Subscriber, add_kerb_intrusion, cut_clip, free_port, street_config, write_config
 
 SEGMENT = (575, 680)  # clip frames [start, end): the lot intrusion and the jacket; 10.5 s at 10 fps
 FPS = 10
 ENTERS_BY_EYE, LEAVES_BY_EYE = 597, 653  # clip frames: onto the kerbside strip, back on the road
 EVENTS = "monitor/street/events"
-# the strip between the tape (the bundled lot's front edge) and the kerb, left of the gravel patch
-KERB = [[0, 180], [42, 186], [171, 199], [300, 202], [447, 194], [470, 195], [300, 213], [170, 214], [0, 203]]
 
 
 def cut(clip: Path, folder: Path, frames: tuple[int, int]) -> Path:
@@ -56,9 +54,7 @@ class Run:
         self.metrics_port = free_port()
         data = street_config(self.broker.port, self.metrics_port, source=str(cut(clip, folder, SEGMENT)))
         rule(data, "person_down")["unreviewed_after_s"] = 4  # the bundled 20 s is longer than the segment
-        street = data["cameras"]["street"]
-        street["zones"]["kerb"] = {"polygon": KERB}
-        street["safety"].append({**rule(data, "lot_intrusion"), "name": "kerb_intrusion", "zones": ["kerb"]})
+        add_kerb_intrusion(data)
         data["evidence"] = {"dir": str(folder / "evidence"), "max_mb": 50}
         self.monitor = Monitor(load_config(write_config(folder, data)))
         self.engine = self.monitor.loops["street"].safety

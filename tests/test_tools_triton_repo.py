@@ -65,14 +65,14 @@ def test_tensorrt_option_asks_onnxruntime_for_the_tensorrt_accelerator(repositor
     assert config.instance_group[0].count == 2
 
 
-def test_the_graph_does_colour_layout_and_scaling_itself(repository, person_model, clip):
+def test_the_graph_does_colour_layout_and_scaling_itself(repository, person_model, session_cache_dir, clip):
     import onnxruntime
 
     capture = cv2.VideoCapture(str(clip))
     frames = np.stack([cv2.resize(capture.read()[1], (320, 256)) for _ in range(2)])  # letterbox-sized BGR uint8
     capture.release()
     served = onnxruntime.InferenceSession(str(repository / "person-fall" / "1" / "model.onnx"))
-    exported = onnxruntime.InferenceSession(str(cached_path(person_model, "onnx", "any", EXPORT_IMGSZ, MAX_BATCH, False)))
+    exported = onnxruntime.InferenceSession(str(cached_path(session_cache_dir, person_model, "onnx", "any", EXPORT_IMGSZ, MAX_BATCH, False)))
     as_the_monitor_uploads = frames[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255  # RGB, NCHW, 0-1
     (from_uint8,) = served.run(None, {"images": frames})
     (from_float,) = exported.run(None, {"images": np.ascontiguousarray(as_the_monitor_uploads)})

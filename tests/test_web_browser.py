@@ -1,8 +1,8 @@
 """The operator's page in a real browser: Debian's headless Chromium driven by Playwright, against a real monitor
 on the street clip (real YOLO, real Mosquitto, a real OpenAI-compatible server on loopback for escalations).
 
-One monitor run is shared by every test here: the lot-intrusion segment of the clip (tests/test_safety_clip.py)
-played once, every frame processed. The page is opened while it runs (the overview must update without a
+One monitor run is shared by every test here: the intrusion segment of the clip (tests/test_safety_clip.py: a man
+on the kerbside strip, watched by a ``kerb_intrusion`` rule) played once, every frame processed. The page is opened while it runs (the overview must update without a
 reload); the other checks look at the final state, which then stays put.
 
 Screenshots of the overview, the events, the escalations and the zone editor go to a temporary folder on every run; with
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, Broker, Subscriber, cut_clip, free_port, street_config, wait_until, write_config
+from conftest import ROOT, Broker, Subscriber, add_kerb_intrusion, cut_clip, free_port, street_config, wait_until, write_config
 from fake_openai import Answer, FakeOpenAI
 from monitor.annotate import zone_colour
 from monitor.common import ALL_ZONES
@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [  # Debian's build, as root, on a machine without internet: no 
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-SEGMENT = (575, 680)  # clip frames: a man walks through the taped-off lot; the jacket lies on the lawn
+SEGMENT = (575, 680)  # clip frames: a man walks along the kerbside strip; the jacket lies on the lawn
 LLM_KEY = "sk-test-5e3a41f0c9b24d7e"
 MODEL_NOTE = "a person-shaped object lies on the lawn"
 SHOTS = ROOT / "docs"
@@ -54,6 +54,7 @@ VIEWPORT = {"width": 1280, "height": 860}
 def monitor_config(workdir: Path, clip: Path, broker: Broker, server: FakeOpenAI, web_port: int) -> dict:
     segment = cut_clip(clip, workdir / "street-segment.avi", SEGMENT[0], SEGMENT[1] - SEGMENT[0])
     data = street_config(broker.port, source=str(segment))
+    add_kerb_intrusion(data)
     data["web"] = {"enabled": True, "port": web_port, "refresh_s": 0.5}
     data["state_dir"] = str(workdir / "state")
     data["evidence"] = {"dir": str(workdir / "evidence"), "max_mb": 50}
@@ -198,16 +199,16 @@ def mqtt_events(site, rule: str) -> list[dict]:
 
 
 def test_the_intrusion_on_the_clip_is_listed_with_its_snapshot(site):
-    starts = [e for e in mqtt_events(site, "lot_intrusion") if e["type"] == "start"]
-    assert len(starts) == 1, mqtt_events(site, "lot_intrusion")
+    starts = [e for e in mqtt_events(site, "kerb_intrusion") if e["type"] == "start"]
+    assert len(starts) == 1, mqtt_events(site, "kerb_intrusion")
     event_id = starts[0]["id"]
     page = site.page
     page.goto(site.base + "#events")
     row = page.locator(f'tr[data-event="{event_id}"]')
     row.wait_for()
     cells = [cell.inner_text() for cell in row.locator(":scope > td").all()]
-    end = next(e for e in mqtt_events(site, "lot_intrusion") if e["type"] == "end")
-    assert cells[1].split("\n")[0] == "lot_intrusion" and cells[2] == "lot" and cells[3] == end["start"]
+    end = next(e for e in mqtt_events(site, "kerb_intrusion") if e["type"] == "end")
+    assert cells[1].split("\n")[0] == "kerb_intrusion" and cells[2] == "kerb" and cells[3] == end["start"]
     assert float(cells[4].removesuffix(" s")) == pytest.approx(end["duration_s"], abs=0.051)
     assert cells[5] == end["verdict"] and cells[6] == end["end_reason"]
     snapshot = row.locator("img.evidence")
@@ -293,13 +294,13 @@ def test_a_zone_clicked_on_the_frame_gives_a_snippet_that_checks_and_counts_the_
     page = site.page
     page.goto(site.base + "#zones")
     assert wait_until(lambda: page.locator("#editor-frame").get_attribute("data-frame") == str(result.frame.index), WAIT_S), "the editor's frame"
-    page.fill("#editor-name", "kerb")
+    page.fill("#editor-name", "queue")
     corners = corners_around_some_people(result)
     for corner in corners:
         page.mouse.click(*on_screen(page, *corner))
     snippet = page.locator("#editor-yaml").inner_text()
     zone = yaml.safe_load(snippet)
-    assert zone == {"kerb": {"polygon": [list(corner) for corner in corners]}}, snippet
+    assert zone == {"queue": {"polygon": [list(corner) for corner in corners]}}, snippet
     shown = int(page.locator("#editor-count").get_attribute("data-count"))
     assert page.locator("#editor-problems li").count() == 0
     screenshot(site, "zone-editor")
@@ -310,26 +311,26 @@ def test_a_zone_clicked_on_the_frame_gives_a_snippet_that_checks_and_counts_the_
     page.mouse.down()
     page.mouse.move(*on_screen(page, x0 + 10, y0 + 15), steps=4)
     page.mouse.up()
-    moved = yaml.safe_load(page.locator("#editor-yaml").inner_text())["kerb"]["polygon"]
+    moved = yaml.safe_load(page.locator("#editor-yaml").inner_text())["queue"]["polygon"]
     assert moved[0] == [x0 + 10, y0 + 15] and moved[1:] == [list(c) for c in corners[1:]]
     shown_after_move = int(page.locator("#editor-count").get_attribute("data-count"))
 
     # and a counting line
     page.select_option("#editor-kind", "line")
     page.locator("#editor-clear").click()
-    page.fill("#editor-name", "kerb_line")
+    page.fill("#editor-name", "queue_line")
     for point in [(100, 300), (600, 250)]:
         page.mouse.click(*on_screen(page, *point))
     line = yaml.safe_load(page.locator("#editor-yaml").inner_text())
-    assert line == {"kerb_line": {"points": [[100, 300], [600, 250]]}}
+    assert line == {"queue_line": {"points": [[100, 300], [600, 250]]}}
 
     # pasted into the config, both pass `monitor check` and the zone counts what the page showed
-    for polygon, expected in ((zone["kerb"]["polygon"], shown), (moved, shown_after_move)):
+    for polygon, expected in ((zone["queue"]["polygon"], shown), (moved, shown_after_move)):
         pasted = json.loads(json.dumps(site.data))
-        pasted["cameras"]["street"]["zones"]["kerb"] = {"polygon": polygon}
+        pasted["cameras"]["street"]["zones"]["queue"] = {"polygon": polygon}
         pasted["cameras"]["street"]["lines"].update(line)
         config_path = write_config(site.workdir, pasted, name="pasted.yaml")
-        assert daemon_zone_count(site, config_path, "kerb", result) == expected
+        assert daemon_zone_count(site, config_path, "queue", result) == expected
     print(f"zone editor: frame {result.frame.index}, {len(result.objects)} objects, drawn zone holds {shown}, "
           f"{shown_after_move} after the move; the daemon's code agrees")
     assert 1 <= shown < len(result.objects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -226,7 +227,8 @@ def _inline_secret_keys(data: object, where: tuple = ()) -> list[str]:
 
 
 def _relative_to(base_dir: Path, path: Path) -> Path:
-    return path if path.is_absolute() else (base_dir / path)
+    """Absolute, without ``..`` parts (a path shown in logs and payloads; no link is followed)."""
+    return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
 
 
 def _source_path(base_dir: Path, source: str | int | StreamSource) -> str | int | StreamSource:

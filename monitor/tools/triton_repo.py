@@ -83,13 +83,13 @@ def _check(settings: RepoSettings) -> None:
 
 
 def _export(settings: RepoSettings) -> Path:
-    """Ultralytics' ONNX export with a dynamic batch and image size (built once, cached next to the model)."""
+    """Ultralytics' ONNX export with a dynamic batch and image size (built once into the cache directory)."""
     from monitor.config import ModelConfig
-    from monitor.detection.engines import EngineError, prepare
+    from monitor.detection.engines import EngineError, default_cache_dir, prepare
 
     config = ModelConfig(path=settings.model, engine="onnx", imgsz=settings.imgsz, max_batch=settings.max_batch)
     try:
-        return prepare(settings.model_name, config, "cpu", False)
+        return prepare(settings.model_name, config, "cpu", False, default_cache_dir()).path
     except EngineError as exc:
         raise RepoError(str(exc)) from exc
 
