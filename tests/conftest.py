@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -50,30 +49,14 @@ def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:
 def session_cache_dir(tmp_path_factory):
     """One model-export cache for the whole session (systemd's variable): the first OpenVINO export of a model
     takes tens of seconds, so every test that runs the bundled default (engine: auto) shares it."""
-    with session_environment("CACHE_DIRECTORY", tmp_path_factory.mktemp("cache")) as cache:
-        yield cache
-
-
-@pytest.fixture(scope="session", autouse=True)
-def session_state_dir(tmp_path_factory):
-    """Where module-scoped fixtures' monitors keep their state (set up before any test's own, below): never the
-    checkout's state/."""
-    with session_environment("STATE_DIRECTORY", tmp_path_factory.mktemp("state")) as state:
-        yield state
-
-
-@contextlib.contextmanager
-def session_environment(name: str, folder: Path):
-    """``name`` set to ``folder`` for the session (monkeypatch is per test), then as it was."""
-    before = os.environ.get(name)
-    os.environ[name] = str(folder)
-    try:
-        yield folder
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+    cache = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("CACHE_DIRECTORY")
+    os.environ["CACHE_DIRECTORY"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("CACHE_DIRECTORY", None)
+    else:
+        os.environ["CACHE_DIRECTORY"] = before
 
 
 @pytest.fixture(autouse=True)

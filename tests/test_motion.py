@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -108,8 +110,9 @@ def spliced_frames(clip) -> list[np.ndarray]:
     return busy[:BUSY] + [busy[BUSY - 1]] * STILL + busy[BUSY:]
 
 
-def run_camera(frames: list[np.ndarray], person_model, motion: dict, port: int) -> tuple[list[FrameResult], Metrics]:
+def run_camera(frames: list[np.ndarray], person_model, motion: dict, port: int, state_dir: Path) -> tuple[list[FrameResult], Metrics]:
     data = street_config(port)
+    data["state_dir"] = str(state_dir)  # a module fixture runs before the per-test state dir is set
     data["models"]["person"].update(imgsz=320, path=str(person_model))
     data["cameras"]["street"]["motion"] = motion
     app = parse_config(data)
@@ -130,10 +133,10 @@ def run_camera(frames: list[np.ndarray], person_model, motion: dict, port: int) 
 
 
 @pytest.fixture(scope="module")
-def gated_and_plain(spliced_frames, person_model):
+def gated_and_plain(spliced_frames, person_model, tmp_path_factory):
     port = 1  # nothing is sent: the publisher is never started, messages only queue
-    gated = run_camera(spliced_frames, person_model, {"enabled": True, "keepalive_s": 2.0}, port)
-    plain = run_camera(spliced_frames, person_model, {"enabled": False}, port)
+    gated = run_camera(spliced_frames, person_model, {"enabled": True, "keepalive_s": 2.0}, port, tmp_path_factory.mktemp("gated"))
+    plain = run_camera(spliced_frames, person_model, {"enabled": False}, port, tmp_path_factory.mktemp("plain"))
     return gated, plain
 
 
