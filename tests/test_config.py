@@ -278,6 +278,20 @@ def test_paths_come_out_absolute_from_a_relative_config_path(tmp_path, monkeypat
     assert config.evidence.dir == tmp_path / "state" / "evidence" and config.evidence.dir.is_absolute()
 
 
+def test_paths_come_out_without_dot_dot_parts(tmp_path, monkeypatch):
+    """As the ice-store example has it (state_dir: ../state): event snapshot paths and logs show a plain path."""
+    monkeypatch.delenv("STATE_DIRECTORY")
+    (tmp_path / "examples").mkdir()
+    data = bundled(lambda d: d.update(state_dir="../state"))
+    street(data).update(source="../data/vtest.avi")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vtest.avi").symlink_to(ROOT / "data" / "vtest.avi")
+    config = load_config(write_config(tmp_path / "examples", data))
+    assert config.state_dir == tmp_path / "state" and str(config.state_dir) == f"{tmp_path}/state"
+    assert str(config.evidence.dir) == f"{tmp_path}/state/evidence"
+    assert config.cameras["street"].source == f"{tmp_path}/data/vtest.avi"
+
+
 def test_a_password_inside_a_camera_url_in_a_readable_config_is_a_warning(tmp_path, caplog):
     path = write_config(tmp_path, bundled(lambda d: street(d).update(source="rtsp://admin:hunter2@10.0.0.5/s1")))
     path.chmod(0o644)

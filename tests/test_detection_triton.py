@@ -58,6 +58,7 @@ def served(url: str, **overrides) -> ModelConfig:
 def test_boxes_through_triton_equal_the_local_model(triton, frames, detector, person_model, session_cache_dir, scheme):
     remote = build_detector("person", served(triton.grpc_url if scheme == "grpc" else triton.http_url))
     assert remote.class_names == ["Normal", "Fall"] and remote.labels == ["person", "person"]  # from the server's config
+    assert (remote.engine.engine, remote.engine.reason, remote.model_path) == ("triton", "configured", None)  # model_info
     # the local model: the same ONNX export, run by ONNX Runtime here, with the float input the graph on the server builds
     local = Detector("person", model_config(cached_path(session_cache_dir, person_model, "onnx", "any", EXPORT_IMGSZ, MAX_BATCH, False)))
     images = list(frames.values())
