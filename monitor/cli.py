@@ -179,7 +179,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def describe_engines(monitor) -> list[str]:
     lines = []
     for name, detector in monitor.detectors.items():
-        cached = f"; export ready in {detector.model_path}" if detector.engine.engine not in ("pytorch", "triton") else ""
+        built = detector.model_path not in (None, detector.config.path)  # an export of the file, not the file itself
+        cached = f"; export ready in {detector.model_path}" if built else ""
         lines.append(f"model {name}: engine {detector.engine.engine} on {detector.device} ({detector.engine.why}){cached}")
     return lines
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import pytest
 from conftest import ROOT, street_config, write_config
 
 from monitor import __version__
-from monitor.cli import EXIT_CONFIG, build_parser
+from monitor.cli import EXIT_CONFIG, build_parser, describe_engines
 from monitor.cli import main as cli_main
 
 PARSED = [
@@ -185,3 +187,23 @@ def test_cli_writes_dataset_and_clip(tmp_path):
     assert len(list((tmp_path / "ds" / "images" / "train").glob("*.jpg"))) == 2
     assert cli_main(["generate", "clip", str(tmp_path / "c.avi"), "--frames", "4", "--seed", "3"]) == 0
     assert len(json.loads((tmp_path / "c.json").read_text())["frames"]) == 4
+
+
+def test_check_names_an_export_only_where_one_was_built():
+    def detector(engine: str, why: str, given: str, loaded: str | None):
+        config = SimpleNamespace(path=Path(given))
+        return SimpleNamespace(engine=SimpleNamespace(engine=engine, why=why), device="cpu", config=config,
+                               model_path=None if loaded is None else Path(loaded))
+
+    monitor = SimpleNamespace(detectors={
+        "built": detector("openvino", "auto", "m.pt", "/cache/engines/m-1_openvino_model"),
+        "given": detector("openvino", "auto: the file is already an export", "m_openvino_model", "m_openvino_model"),
+        "plain": detector("pytorch", "configured", "m.pt", "m.pt"),
+        "served": detector("triton", "served by Triton", "", None),
+    })
+    assert describe_engines(monitor) == [
+        "model built: engine openvino on cpu (auto); export ready in /cache/engines/m-1_openvino_model",
+        "model given: engine openvino on cpu (auto: the file is already an export)",
+        "model plain: engine pytorch on cpu (configured)",
+        "model served: engine triton on cpu (served by Triton)",
+    ]
