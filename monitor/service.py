@@ -284,6 +284,8 @@ class Service:
             new_monitor.start()
         except Exception as error:
             log.error("reload: the new pipeline did not start (%s); starting the previous configuration again", describe_failure(error))
+            if availability is not self.availability:
+                availability.stop()  # the new broker's status topics: the new pipeline may have started them
             if lock is not self.lock:
                 lock.release()
             self.monitor = self.build(self.config, self.availability, self.sequences)

@@ -332,3 +332,39 @@ def test_the_unit_starts_without_credentials_and_the_drop_in_adds_them(tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"DropIn Path: {tmp_path / 'monitor.service.d' / 'credentials.conf'}" in result.stdout  # read with the unit
     assert "credentials.conf:" not in result.stderr  # and nothing in it ignored (unknown keys are named file:line)
+
+
+def test_a_new_pipeline_that_fails_to_start_leaves_no_status_connections_of_its_own(tmp_path):
+    """A reload onto another broker prefix builds new status connections; the new pipeline starts them, then fails:
+    they must go (else the new prefix's cameras stay 'online' beside the running ones)."""
+    started: list = []
+
+    class Pipeline:
+        def __init__(self, config, availability, sequences, fail: bool):
+            self.config, self.availability, self.fail = config, availability, fail
+            self.device, self.readers = "cpu", {}
+
+        def start(self):
+            self.availability.start()
+            started.append(self.availability)
+            if self.fail:
+                raise RuntimeError("the publisher did not start")
+
+        def stop(self):
+            pass
+
+    def build(config, availability, sequences):
+        return Pipeline(config, availability, sequences, fail=config.mqtt.prefix == "other")
+
+    data = street_config(free_port())
+    path = write_config(tmp_path, data)
+    service = Service(path, load_config(path), Notifier(None), build=build)
+    service.lock = service.sequences = None
+    service.monitor = build(service.config, service.availability, None)
+    service.monitor.start()
+    write_config(tmp_path, {**data, "mqtt": {**data["mqtt"], "prefix": "other"}})
+    assert service.reload() is False
+    failed, restarted = started[1], started[2]
+    assert failed is not service.availability and not failed._started  # stopped again
+    assert restarted is service.availability and service.config.mqtt.prefix == "monitor"
+    service.availability.stop()
