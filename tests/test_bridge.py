@@ -102,7 +102,8 @@ def test_every_seq_reaches_the_central_broker_in_order_across_restarts(tmp_path,
         edge.stop()
         central.stop()
     received = seqs()
+    # every seq, and each new one after the one before: QoS 1 across broker restarts may deliver a message again
+    # after newer ones (an unacknowledged one resent), which a subscriber keeping only greater seqs ignores
     unique = list(dict.fromkeys(received))
-    assert unique == list(range(unique[0], unique[-1] + 1)), f"gaps: {sorted(set(range(unique[0], unique[-1])) - set(unique))}"
-    assert received == sorted(received), "out of order"  # QoS 1 may repeat a message, never reorder
+    assert unique == list(range(unique[0], unique[-1] + 1)), f"gaps or a new seq out of order: {received}"
     assert unique[0] <= 3 and unique[-1] > produced_while_away > 10
